@@ -1,0 +1,3 @@
+from sparkprov.cli import main
+
+main()

@@ -1,0 +1,152 @@
+"""The one interface every transport (local, ssh) implements.
+
+Modules and facts never touch the filesystem or spawn processes themselves: they go through a
+`Connection`. File operations are expressed as agent operations (see `agent.py`) so that the same
+code path serves the local machine, a sudo'd local helper and a remote host over SSH.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    rc: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Become:
+    """Privilege escalation for one call: sudo to `user` unless the connection already is that user."""
+
+    user: str = "root"
+
+
+class HostUnreachable(Exception):
+    """The host cannot be reached or the transport broke; the host is marked unreachable."""
+
+
+class CommandTimeout(Exception):
+    def __init__(self, what: str, timeout_s: float) -> None:
+        super().__init__(f"{what} did not finish within {timeout_s:g}s and was stopped")
+        self.what = what
+        self.timeout_s = timeout_s
+
+
+class AgentError(Exception):
+    """A file operation failed on the host (permission denied, no such directory, disk full...)."""
+
+    def __init__(self, op: str, path: str, message: str, errno: int | None = None) -> None:
+        super().__init__(f"{op} {path}: {message}")
+        self.op = op
+        self.path = path
+        self.message = message
+        self.errno = errno
+
+
+@dataclass
+class FileState:
+    """What `stat` found at a path (lstat unless asked to follow links)."""
+
+    path: str
+    exists: bool
+    type: str = "absent"  # file | directory | link | other | absent
+    mode: int | None = None  # permission bits only (0o7777)
+    uid: int | None = None
+    gid: int | None = None
+    owner: str | None = None
+    group: str | None = None
+    size: int | None = None
+    mtime: float | None = None
+    atime: float | None = None
+    link_target: str | None = None
+    sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_agent(cls, data: dict[str, Any]) -> FileState:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "extra"}
+        return cls(**known)
+
+
+class Connection(abc.ABC):
+    """A host we can run commands on and move files to and from."""
+
+    host_name: str
+
+    @abc.abstractmethod
+    def run(
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        become: Become | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CommandResult:
+        """Run argv without a shell (each argument passed as is) and wait for it."""
+
+    @abc.abstractmethod
+    def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
+        """Run a batch of agent operations on the host; one result dict per op, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the transport."""
+
+    # Convenience wrappers over `agent`: the single-op cases every module needs.
+
+    def stat(self, path: str, *, checksum: bool = False, become: Become | None = None) -> FileState:
+        return self.stat_many([path], checksum=checksum, become=become)[0]
+
+    def stat_many(
+        self, paths: list[str], *, checksum: bool = False, become: Become | None = None
+    ) -> list[FileState]:
+        results = self._agent_checked(
+            [{"op": "stat", "path": p, "checksum": checksum} for p in paths], become=become
+        )
+        return [FileState.from_agent(r) for r in results]
+
+    def get(self, path: str, *, max_bytes: int = 64 * 1024 * 1024, become: Become | None = None) -> bytes:
+        import base64
+
+        result = self._agent_checked([{"op": "read", "path": path, "max_bytes": max_bytes}], become=become)[0]
+        return base64.b64decode(result["data_b64"])
+
+    def put(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        mode: int | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        backup: bool = False,
+        become: Become | None = None,
+    ) -> dict[str, Any]:
+        """Write `data` to `path` atomically (temp file in the same dir, fsync, rename)."""
+        import base64
+
+        op = {
+            "op": "write",
+            "path": path,
+            "data_b64": base64.b64encode(data).decode("ascii"),
+            "mode": mode,
+            "owner": owner,
+            "group": group,
+            "backup": backup,
+        }
+        return self._agent_checked([op], become=become)[0]
+
+    def _agent_checked(self, ops: list[dict[str, Any]], *, become: Become | None) -> list[dict[str, Any]]:
+        results = self.agent(ops, become=become)
+        for op, result in zip(ops, results):
+            if "error" in result:
+                raise AgentError(op["op"], op.get("path", ""), result["error"], result.get("errno"))
+        return results
