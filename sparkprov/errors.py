@@ -1,0 +1,53 @@
+"""Error types that cross layers. `InputError` is the one type the CLI maps to exit code 4."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where something was written: file, 1-based line and column."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.file
+        if self.column is None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid-input finding: where, which key or value, what is wrong, and what to do."""
+
+    place: Place
+    message: str
+    key: str | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.place}: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class InputError(Exception):
+    """Invalid input found before any host is touched (exit code 4). Carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+    @classmethod
+    def single(cls, place: Place, message: str, *, key: str | None = None, hint: str | None = None) -> InputError:
+        return cls([Problem(place, message, key, hint)])
+
+
+class TaskError(Exception):
+    """A task failed on a host for a reason the module can explain (not a bug)."""

@@ -1,0 +1,265 @@
+"""Turn a playbook file into typed `Playbook` objects, reporting every input problem at once."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from sparkprov.errors import InputError, Place, Problem
+from sparkprov.modules import canonical_name, get_module, module_names
+from sparkprov.playbook.model import LoopControl, Play, Playbook, Task
+from sparkprov.playbook.schema import closest, load_schema, validate
+from sparkprov.playbook.yamlsrc import YamlMap, load_yaml_file, place_of
+
+_LOOP_KEYWORDS = ("loop", "with_items", "with_list", "with_dict")
+
+
+def task_keywords() -> list[str]:
+    return sorted(load_schema("task")["properties"])
+
+
+def load_playbook(path: Path) -> Playbook:
+    data = load_yaml_file(path)
+    file = str(path)
+    if data is None or data == []:
+        raise InputError.single(
+            Place(file, 1), "playbook is empty", hint="a playbook is a list of plays: - hosts: all ..."
+        )
+    if not isinstance(data, list):
+        raise InputError.single(
+            getattr(data, "place", Place(file, 1)),
+            f"a playbook must be a list of plays, got {type(data).__name__}",
+            hint="start each play with '- hosts: ...'",
+        )
+    problems: list[Problem] = []
+    plays = []
+    for index, raw in enumerate(data):
+        play = _parse_play(raw, data, [index], file, problems)
+        if play is not None:
+            plays.append(play)
+    if problems:
+        raise InputError(problems)
+    return Playbook(path=path, plays=tuple(plays))
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if "," in value else (value,)
+    return tuple(str(v) for v in value)
+
+
+def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[Problem]) -> Play | None:
+    place = place_of(root, path) or Place(file)
+    if not isinstance(raw, dict):
+        problems.append(Problem(place, f"each play must be a mapping, got {type(raw).__name__}"))
+        return None
+    found = validate(raw, "play", root=root, base_path=path, fallback=place, what="play")
+    problems.extend(found)
+    if found:
+        return None
+    kinds = (("tasks", "task"), ("handlers", "handler"), ("verify", "verification step"))
+    parsed: dict[str, tuple[Task, ...]] = {}
+    for key, kind in kinds:
+        items = []
+        for i, item in enumerate(raw.get(key) or []):
+            task = parse_task(item, root, [*path, key, i], file, problems, kind=kind)
+            if task is not None:
+                items.append(task)
+        parsed[key] = tuple(items)
+    serial = raw.get("serial")
+    return Play(
+        name=str(raw.get("name") or ",".join(_as_tuple(raw["hosts"]))),
+        hosts=_as_tuple(raw["hosts"]),
+        place=place,
+        vars=dict(raw.get("vars") or {}),
+        vars_files=_as_tuple(raw.get("vars_files")),
+        tasks=parsed["tasks"],
+        handlers=parsed["handlers"],
+        verify=parsed["verify"],
+        become=raw.get("become", False),
+        become_user=raw.get("become_user", "root"),
+        gather_facts=raw.get("gather_facts", True),
+        serial=tuple(serial) if isinstance(serial, list) else ((serial,) if serial is not None else ()),
+        max_fail_percentage=raw.get("max_fail_percentage"),
+        any_errors_fatal=raw.get("any_errors_fatal", False),
+        tags=frozenset(_as_tuple(raw.get("tags"))),
+        environment=dict(raw.get("environment") or {}),
+    )
+
+
+def parse_kv(text: str, free_form: str | None) -> dict[str, Any]:
+    """Ansible's `key=value` argument strings; for free-form modules the rest is the command."""
+    args: dict[str, Any] = {}
+    rest: list[str] = []
+    special = ("creates", "removes", "chdir", "executable", "stdin")
+    for token in shlex.split(text, posix=True) if free_form is None else _split_keep_quotes(text):
+        key, sep, value = token.partition("=")
+        if sep and key.isidentifier() and (free_form is None or key in special):
+            args[key] = _unquote(value) if free_form else value
+        elif free_form is None:
+            raise ValueError(f"expected key=value, got '{token}'")
+        else:
+            rest.append(token)
+    if free_form is not None and rest:
+        args[free_form] = " ".join(rest)
+    return args
+
+
+def _split_keep_quotes(text: str) -> list[str]:
+    lexer = shlex.shlex(text, posix=False, punctuation_chars=False)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    return list(lexer)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _module_args(
+    raw: dict[str, Any], key: str, module: str, place: Place, problems: list[Problem]
+) -> dict[str, Any] | None:
+    value = raw[key]
+    free_form = get_module(module).free_form
+    if value is None:
+        args: dict[str, Any] = {}
+    elif isinstance(value, dict):
+        args = dict(value)
+    elif isinstance(value, str):
+        try:
+            args = parse_kv(value, free_form)
+        except ValueError as exc:
+            problems.append(
+                Problem(place, f"cannot read arguments of '{key}': {exc}", key=key, hint="use a mapping")
+            )
+            return None
+    else:
+        problems.append(Problem(place, f"arguments of '{key}' must be a mapping or a string", key=key))
+        return None
+    extra = raw.get("args")
+    if isinstance(extra, dict):
+        args = {**extra, **args}
+    aliases = load_schema(f"modules/{module}").get("x-aliases", {})
+    for alias, target in aliases.items():
+        if alias in args and target not in args:
+            args[target] = args.pop(alias)
+    return args
+
+
+def parse_task(
+    raw: Any, root: Any, path: list[Any], file: str, problems: list[Problem], *, kind: str = "task"
+) -> Task | None:
+    place = place_of(root, path) or Place(file)
+    if not isinstance(raw, dict):
+        problems.append(Problem(place, f"each {kind} must be a mapping, got {type(raw).__name__}"))
+        return None
+    keywords = set(task_keywords())
+    module_keys = [k for k in raw if k not in keywords]
+    name = str(raw.get("name") or "")
+    label = f"{kind} '{name}'" if name else kind
+    if not module_keys:
+        problems.append(
+            Problem(
+                place,
+                f"{label} has no module",
+                hint=f"add exactly one of: {', '.join(module_names())}",
+            )
+        )
+        return None
+    known = [k for k in module_keys if canonical_name(str(k))]
+    for key in module_keys:
+        if key in known:
+            continue
+        key_place = place_of(root, [*path, key], key=True) or place
+        suggestion = closest(str(key), [*module_names(), *keywords])
+        hint = f"did you mean '{suggestion}'? " if suggestion else ""
+        problems.append(
+            Problem(
+                key_place,
+                f"unknown module or keyword '{key}' in {label}",
+                key=str(key),
+                hint=hint + f"modules: {', '.join(module_names())}",
+            )
+        )
+    if len(known) > 1:
+        problems.append(
+            Problem(place, f"{label} has more than one module: {', '.join(known)}", hint="split it in two tasks")
+        )
+    if len(known) != 1 or len(known) != len(module_keys):
+        return None
+    key = known[0]
+    module = canonical_name(key)
+    assert module is not None
+    keyword_part = {k: v for k, v in raw.items() if k != key}
+    found = validate(keyword_part, "task", root=root, base_path=path, fallback=place, what=label)
+    args = _module_args(raw, key, module, place_of(root, [*path, key]) or place, problems)
+    if args is not None:
+        args_root = root if isinstance(raw.get(key), YamlMap) else None
+        found += validate(
+            args,
+            f"modules/{module}",
+            root=args_root,
+            base_path=[*path, key] if args_root is not None else [],
+            fallback=place_of(root, [*path, key]) or place,
+            what=f"module '{module}' of {label}",
+        )
+    problems.extend(found)
+    if found or args is None:
+        return None
+    return _build_task(raw, module, args, name, place)
+
+
+def _conditions(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _build_task(raw: dict[str, Any], module: str, args: dict[str, Any], name: str, place: Place) -> Task:
+    loop = None
+    for keyword in _LOOP_KEYWORDS:
+        if keyword in raw:
+            loop = raw[keyword]
+            if keyword in ("with_dict", "with_items"):
+                loop = {f"__{keyword}__": loop}
+            break
+    control = raw.get("loop_control") or {}
+    until = _conditions(raw.get("until"))
+    return Task(
+        name=name or f"{module} {_args_label(args)}".strip(),
+        module=module,
+        args=args,
+        place=place,
+        when=_conditions(raw.get("when")),
+        loop=loop,
+        loop_control=LoopControl(**control),
+        register=raw.get("register"),
+        notify=_as_tuple(raw.get("notify")),
+        listen=_as_tuple(raw.get("listen")),
+        tags=frozenset(_as_tuple(raw.get("tags"))),
+        become=raw.get("become"),
+        become_user=raw.get("become_user"),
+        retries=raw.get("retries", 3 if until else None),
+        delay=raw.get("delay", 5),
+        until=until,
+        ignore_errors=raw.get("ignore_errors", False),
+        no_log=bool(raw.get("no_log", False)),
+        check_mode=raw.get("check_mode"),
+        changed_when=_conditions(raw["changed_when"]) if "changed_when" in raw else None,
+        failed_when=_conditions(raw["failed_when"]) if "failed_when" in raw else None,
+        vars=dict(raw.get("vars") or {}),
+        environment=dict(raw.get("environment") or {}),
+        timeout=raw.get("timeout"),
+    )
+
+
+def _args_label(args: dict[str, Any]) -> str:
+    for key in ("cmd", "path", "dest", "name", "msg"):
+        if key in args:
+            return str(args[key])
+    return ""

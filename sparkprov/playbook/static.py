@@ -1,0 +1,247 @@
+"""Checks that need the whole playbook and its variables, done before any host is touched.
+
+* every notified handler exists;
+* every variable a template or condition uses is defined somewhere (play vars, vars files,
+  inventory, extra vars, register names, set_fact, loop variables, magic variables or facts),
+  unless it is guarded with `default(...)` or `is defined`;
+* template files exist and parse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+
+from sparkprov.errors import Place, Problem
+from sparkprov.playbook.model import Play, Playbook, Task
+from sparkprov.playbook.schema import closest
+from sparkprov.playbook.templating import environment, is_template
+from sparkprov.resources import locate_source
+
+MAGIC_VARS = frozenset(
+    {
+        "inventory_hostname",
+        "inventory_hostname_short",
+        "inventory_dir",
+        "inventory_file",
+        "groups",
+        "group_names",
+        "hostvars",
+        "playbook_dir",
+        "ansible_check_mode",
+        "ansible_diff_mode",
+        "ansible_play_hosts",
+        "ansible_play_hosts_all",
+        "ansible_play_batch",
+        "ansible_play_name",
+        "ansible_version",
+        "ansible_run_tags",
+        "ansible_skip_tags",
+        "omit",
+        "play_hosts",
+        "sparkprov_version",
+        "sparkprov_mode",
+    }
+)
+# What Ansible defines while a template file renders (template_path...).
+TEMPLATE_VARS = frozenset(
+    {"ansible_managed", "template_path", "template_fullpath", "template_destpath", "template_host", "template_uid"}
+)
+_GUARD_FILTERS = ("default", "d", "mandatory")
+_GUARD_TESTS = ("defined", "undefined")
+
+
+@lru_cache(maxsize=4096)
+def _parse(source: str) -> nodes.Template:
+    return environment().parse(source)
+
+
+def unguarded_names(source: str) -> set[str]:
+    """Names a template reads from its context that no default()/is defined protects."""
+    tree = _parse(source)
+    undeclared = meta.find_undeclared_variables(tree)
+    found: set[str] = set()
+    _walk(tree, frozenset(), found)
+    return found & undeclared
+
+
+def _tested_names(node: nodes.Node) -> set[str]:
+    names: set[str] = set()
+    tests = [node] if isinstance(node, nodes.Test) else []
+    for test in [*tests, *node.find_all(nodes.Test)]:
+        if test.name in _GUARD_TESTS:
+            names.update(n.name for n in test.node.find_all(nodes.Name))
+            if isinstance(test.node, nodes.Name):
+                names.add(test.node.name)
+    return names
+
+
+def _walk(node: nodes.Node, guarded: frozenset[str], found: set[str]) -> None:
+    if isinstance(node, nodes.Name):
+        if node.ctx == "load" and node.name not in guarded:
+            found.add(node.name)
+        return
+    if isinstance(node, nodes.Filter) and node.name in _GUARD_FILTERS:
+        for arg in [*node.args, *(kw.value for kw in node.kwargs)]:
+            _walk(arg, guarded, found)
+        return
+    if isinstance(node, nodes.Test) and node.name in _GUARD_TESTS:
+        return
+    if isinstance(node, (nodes.CondExpr, nodes.If)) and node.test is not None:
+        guarded = guarded | _tested_names(node.test)
+    elif isinstance(node, (nodes.And, nodes.Or)):
+        guarded = guarded | _tested_names(node)
+    for child in node.iter_child_nodes():
+        _walk(child, guarded, found)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _as_expression(condition: Any) -> str | None:
+    if not isinstance(condition, str):
+        return None
+    return condition if is_template(condition) else "{{ " + condition + " }}"
+
+
+def task_sources(task: Task) -> Iterator[str]:
+    """Every template string a task evaluates (as template source text)."""
+    for value in (task.name, task.args, task.loop, task.vars, task.environment, task.become, task.retries):
+        yield from (s for s in _strings(value) if is_template(s))
+    for conditions in (task.when, task.until, task.changed_when or [], task.failed_when or []):
+        for condition in conditions:
+            expression = _as_expression(condition)
+            if expression:
+                yield expression
+
+
+def _loop_names(task: Task) -> set[str]:
+    if task.loop is None:
+        return set()
+    control = task.loop_control
+    names = {control.loop_var, "ansible_loop_var"}
+    if control.index_var:
+        names.add(control.index_var)
+    if control.extended:
+        names.add("ansible_loop")
+    return names
+
+
+def _defined_by(tasks: Iterable[Task]) -> set[str]:
+    names = set()
+    for task in tasks:
+        if task.register:
+            names.add(task.register)
+        if task.module == "set_fact":
+            names.update(task.args)
+    return names
+
+
+class StaticChecker:
+    def __init__(self, playbook: Playbook, *, external_vars: set[str], facts: frozenset[str]) -> None:
+        self.playbook = playbook
+        self.external_vars = external_vars
+        self.facts = facts
+        self.problems: list[Problem] = []
+
+    def check(self, play_vars_files: list[dict[str, Any]]) -> list[Problem]:
+        for play, files_vars in zip(self.playbook.plays, play_vars_files):
+            self._check_handlers(play)
+            self._check_variables(play, files_vars)
+        return self.problems
+
+    def _check_handlers(self, play: Play) -> None:
+        known = {h.name for h in play.handlers} | {name for h in play.handlers for name in h.listen}
+        for task in (*play.tasks, *play.handlers):
+            for name in task.notify:
+                if name not in known and not is_template(name):
+                    suggestion = closest(name, known)
+                    hint = f"did you mean '{suggestion}'?" if suggestion else (
+                        f"defined handlers: {', '.join(sorted(known))}" if known else "add a 'handlers:' section"
+                    )
+                    self.problems.append(
+                        Problem(task.place, f"task '{task.name}' notifies handler '{name}', which is not defined",
+                                key=name, hint=hint)
+                    )
+
+    def _check_variables(self, play: Play, files_vars: dict[str, Any]) -> None:
+        all_tasks = (*play.tasks, *play.handlers, *play.verify)
+        known = (
+            MAGIC_VARS
+            | self.external_vars
+            | set(play.vars)
+            | set(files_vars)
+            | _defined_by(all_tasks)
+            | set(environment().globals)
+            | (self.facts if play.gather_facts else frozenset())
+        )
+        for value in (*play.vars.values(), *files_vars.values()):
+            for source in _strings(value):
+                if is_template(source):
+                    self._report_unknown(source, known, play.place, f"play '{play.name}' vars")
+        for task in all_tasks:
+            task_known = known | set(task.vars) | _loop_names(task)
+            for source in task_sources(task):
+                self._report_unknown(source, task_known, task.place, f"task '{task.name}'")
+            if task.module == "template" and not is_template(task.args.get("src", "")):
+                self._check_template_file(task, task_known | TEMPLATE_VARS)
+
+    def _report_unknown(self, source: str, known: set[str] | frozenset[str], place: Place, where: str) -> None:
+        try:
+            names = unguarded_names(source)
+        except jinja2.TemplateSyntaxError as exc:
+            self.problems.append(Problem(place, f"template syntax error in {where}: {exc.message} in {source!r}"))
+            return
+        for name in sorted(names - known):
+            self.problems.append(self._undefined(name, known, place, where))
+
+    @staticmethod
+    def _undefined(name: str, known: Iterable[str], place: Place, where: str) -> Problem:
+        suggestion = closest(name, [k for k in known if not k.startswith("ansible_")])
+        hint = f"did you mean '{suggestion}'? " if suggestion else ""
+        hint += f"define it in the play's vars, a vars file, the inventory, or pass -e {name}=..."
+        return Problem(place, f"undefined variable '{name}' in {where}", key=name, hint=hint)
+
+    def _check_template_file(self, task: Task, known: set[str]) -> None:
+        path, tried = locate_source((self.playbook.directory,), task.args["src"], "templates")
+        if path is None:
+            self.problems.append(
+                Problem(task.place, f"template '{task.args['src']}' of task '{task.name}' not found",
+                        key="src", hint=f"looked in: {', '.join(tried)}")
+            )
+            return
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            self.problems.append(Problem(Place(str(path)), "template is not valid UTF-8"))
+            return
+        try:
+            names = unguarded_names(source)
+        except jinja2.TemplateSyntaxError as exc:
+            self.problems.append(Problem(Place(str(path), exc.lineno), f"template syntax error: {exc.message}"))
+            return
+        for name in sorted(names - known):
+            line = _first_line_using(source, name)
+            self.problems.append(
+                self._undefined(name, known, Place(str(path), line), f"template used by task '{task.name}' ({task.place})")
+            )
+
+
+def _first_line_using(source: str, name: str) -> int | None:
+    for number, line in enumerate(source.splitlines(), start=1):
+        if name in line and ("{{" in line or "{%" in line):
+            return number
+    return None

@@ -1,0 +1,184 @@
+"""YAML loading that remembers where every node was written.
+
+Mappings and sequences come back as `YamlMap` / `YamlSeq` (plain dict / list subclasses) that carry
+the place of the node and of each key and item, so later layers can point at `file:line:column`
+without ever seeing raw YAML. Duplicate keys, non-UTF-8 text, oversized files and alias bombs are
+reported as input problems instead of being silently accepted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparkprov.errors import InputError, Place, Problem
+
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_EXPANDED_NODES = 200_000
+
+try:  # libyaml is much faster and gives the same marks
+    _BaseLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _BaseLoader = yaml.SafeLoader
+
+
+class YamlMap(dict):  # type: ignore[type-arg]
+    place: Place
+    key_places: dict[Any, Place]
+    value_places: dict[Any, Place]
+
+
+class YamlSeq(list):  # type: ignore[type-arg]
+    place: Place
+    item_places: list[Place]
+
+
+def _place(file: str, mark: Any) -> Place:
+    return Place(file, mark.line + 1, mark.column + 1)
+
+
+def _located_loader(file: str, problems: list[Problem]) -> type:
+    class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+        def construct_located_map(self, node: yaml.MappingNode) -> Any:
+            data = YamlMap()
+            data.place = _place(file, node.start_mark)
+            data.key_places = {}
+            data.value_places = {}
+            yield data
+            self.flatten_mapping(node)
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    problems.append(
+                        Problem(_place(file, key_node.start_mark), "mapping keys must be plain scalars")
+                    )
+                    continue
+                if key in data.key_places:
+                    first = data.key_places[key]
+                    problems.append(
+                        Problem(
+                            _place(file, key_node.start_mark),
+                            f"duplicate key '{key}' (first defined at line {first.line})",
+                            key=str(key),
+                            hint="YAML keeps only one of them; remove or rename one",
+                        )
+                    )
+                data[key] = self.construct_object(value_node, deep=True)
+                data.key_places[key] = _place(file, key_node.start_mark)
+                data.value_places[key] = _place(file, value_node.start_mark)
+
+        def construct_located_seq(self, node: yaml.SequenceNode) -> Any:
+            data = YamlSeq()
+            data.place = _place(file, node.start_mark)
+            data.item_places = [_place(file, child.start_mark) for child in node.value]
+            yield data
+            data.extend(self.construct_object(child, deep=True) for child in node.value)
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_located_map)
+    Loader.add_constructor("tag:yaml.org,2002:seq", Loader.construct_located_seq)
+    return Loader
+
+
+def read_text(path: Path, display: str | None = None) -> str:
+    """Read a UTF-8 text input file, turning every way it can be unreadable into an InputError."""
+    name = display or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError.single(
+                Place(name),
+                f"file is {size} bytes; the limit for playbooks, inventories and vars files is "
+                f"{MAX_FILE_BYTES} bytes",
+                hint="split it up, or check that this is the file you meant",
+            )
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError.single(Place(name), "file not found") from None
+    except IsADirectoryError:
+        raise InputError.single(Place(name), "is a directory, expected a YAML file") from None
+    except PermissionError:
+        raise InputError.single(Place(name), "permission denied reading the file") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError.single(
+            Place(name, line),
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            hint="save the file as UTF-8",
+        ) from None
+
+
+def load_yaml(text: str, file: str) -> Any:
+    """Parse one YAML document keeping places; raise InputError listing every problem found."""
+    problems: list[Problem] = []
+    loader = _located_loader(file, problems)(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        place = _place(file, mark) if mark else Place(file)
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise InputError.single(place, f"YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise InputError.single(Place(file), f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    if problems:
+        raise InputError(problems)
+    _check_expansion(data, file)
+    return data
+
+
+def load_yaml_file(path: Path, display: str | None = None) -> Any:
+    name = display or str(path)
+    return load_yaml(read_text(path, name), name)
+
+
+def _check_expansion(data: Any, file: str) -> None:
+    """Refuse documents whose aliases expand to a huge tree (the 'billion laughs' attack)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a recursive alias counts once instead of looping forever
+        children = node.values() if isinstance(node, dict) else node
+        total = 1 + sum(size(child) for child in children)
+        sizes[id(node)] = total
+        if total > MAX_EXPANDED_NODES:
+            raise InputError.single(
+                Place(file),
+                f"document expands to more than {MAX_EXPANDED_NODES} nodes through YAML aliases",
+                hint="this looks like an alias bomb; write the data out without nested aliases",
+            )
+        return total
+
+    size(data)
+
+
+def place_of(root: Any, path: list[Any] | tuple[Any, ...], *, key: bool = False) -> Place | None:
+    """The place of the node at `path` below `root` (or of its key), else of the deepest known parent."""
+    node = root
+    best: Place | None = getattr(root, "place", None)
+    for step in path:
+        if isinstance(node, YamlMap) and step in node:
+            best = node.key_places[step] if key and step == path[-1] else node.value_places[step]
+            node = node[step]
+        elif isinstance(node, YamlSeq) and isinstance(step, int) and 0 <= step < len(node):
+            best = node.item_places[step]
+            node = node[step]
+        elif isinstance(node, (dict, list)):
+            try:
+                node = node[step]
+            except (KeyError, IndexError, TypeError):
+                break
+            best = getattr(node, "place", best)
+        else:
+            break
+    return best
