@@ -71,8 +71,9 @@ class FileState:
 
     @classmethod
     def from_agent(cls, data: dict[str, Any]) -> FileState:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "extra"}
-        return cls(**known)
+        fields = cls.__dataclass_fields__
+        known = {k: v for k, v in data.items() if k in fields and k != "extra"}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in fields})
 
 
 class Connection(abc.ABC):
