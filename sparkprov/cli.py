@@ -1,0 +1,233 @@
+"""Command line: parse, call the engine, print through report/, map outcomes to exit codes.
+
+Exit codes (DESIGN.md): 0 ok / nothing to change, 2 changes pending (plan), 1 failure,
+4 invalid input (usage, YAML, schema, inventory, undefined variable), 130 interrupted.
+Heavy imports happen inside the commands so `sparkprov --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from sparkprov import __version__
+
+if TYPE_CHECKING:
+    from sparkprov.errors import InputError
+    from sparkprov.report.masking import Masker
+
+EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+
+
+class ExitCode(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _selectors(func: Any) -> Any:
+    options = [
+        click.argument("playbook", required=False, type=click.Path(path_type=Path)),
+        click.option("-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost)."),
+        click.option("-l", "--limit", help="Host pattern to restrict the run to (Ansible syntax)."),
+        click.option("-t", "--tags", multiple=True, help="Only run tasks with these tags (comma-separated)."),
+        click.option("--skip-tags", multiple=True, help="Skip tasks with these tags (comma-separated)."),
+        click.option("-e", "--extra-vars", "extra", multiple=True, help="KEY=VAL, @file.yml or a JSON/YAML mapping."),
+        click.option("-f", "--forks", type=click.IntRange(1, 1000), default=10, show_default=True,
+                     help="Hosts worked on in parallel."),
+        click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+                     help="Also write report.json, junit.xml and report.md into this directory."),
+        click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True, help="json prints exactly one JSON document on stdout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _split_tags(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(t.strip() for v in values for t in v.split(",") if t.strip())
+
+
+def _masker() -> Masker:
+    from sparkprov.report.masking import Masker, secrets_from_environment
+
+    return Masker(secrets_from_environment())
+
+
+def _input_error(exc: InputError, output_format: str) -> ExitCode:
+    masker = _masker()
+    if output_format == "json":
+        from sparkprov.report.jsonout import render_error_json
+
+        problems = [
+            {"file": p.place.file, "line": p.place.line, "column": p.place.column, "key": p.key,
+             "message": p.message, "hint": p.hint}
+            for p in exc.problems
+        ]
+        click.echo(render_error_json("invalid input", problems, EXIT_INPUT, masker))
+    count = len(exc.problems)
+    click.echo(masker.text(f"error: invalid input ({count} problem{'s' if count != 1 else ''}):"), err=True)
+    for problem in exc.problems:
+        click.echo(masker.text(f"  {problem}"), err=True)
+    click.echo("Nothing was run on any host.", err=True)
+    return ExitCode(EXIT_INPUT)
+
+
+def _run(mode_name: str, *, playbook: Path | None, inventory: Path | None, limit: str | None,
+         tags: tuple[str, ...], skip_tags: tuple[str, ...], extra: tuple[str, ...], forks: int,
+         output_format: str, diff: bool, report_dir: Path | None) -> int:
+    from sparkprov.connection import connect
+    from sparkprov.errors import InputError
+    from sparkprov.executor.prepare import load_inputs
+    from sparkprov.executor.results import Mode
+    from sparkprov.executor.runner import RunOptions, Runner
+    from sparkprov.facts.host import ANSIBLE_FACT_NAMES, gather_host_facts
+    from sparkprov.report.text import TextReporter
+
+    mode = Mode(mode_name)
+    try:
+        prepared = load_inputs(playbook, inventory, extra, limit)
+    except InputError as exc:
+        raise _input_error(exc, output_format) from None
+    masker = _masker()
+    show_diff = diff or mode is not Mode.APPLY
+    stream = sys.stderr if output_format == "json" else sys.stdout
+    reporter = TextReporter(mode, show_diff=show_diff, masker=masker, stream=stream)
+    options = RunOptions(mode=mode, diff=show_diff, tags=_split_tags(tags), skip_tags=_split_tags(skip_tags),
+                         extra_vars=prepared.extra_vars, forks=forks, limit=limit)
+    runner = Runner(
+        prepared.playbook, prepared.inventory, options, reporter,
+        connect=connect,
+        play_vars_files=prepared.play_vars_files,
+        fact_names=ANSIBLE_FACT_NAMES,
+        gather_facts=lambda conn: gather_host_facts(conn).as_ansible_facts(),
+    )
+    result = runner.run()
+    reporter.finished(result)
+    if output_format == "json":
+        from sparkprov.report.jsonout import render_json
+
+        click.echo(render_json(result, masker))
+    if report_dir is not None:
+        from sparkprov.report.files import write_reports
+
+        write_reports(report_dir, result, masker)
+    return result.exit_code()
+
+
+class SparkprovGroup(click.Group):
+    """Maps click's usage errors to exit code 4 and Ctrl-C to 130."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(EXIT_OK)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(EXIT_INPUT)
+        except click.Abort:
+            click.echo("Interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_INPUT)
+        except ExitCode as exc:
+            sys.exit(exc.code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=SparkprovGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sparkprov")
+def cli() -> None:
+    """Provision NVIDIA DGX Spark machines from Ansible-style playbooks.
+
+    Without a PLAYBOOK the bundled playbooks/spark.yml is used; without -i, localhost.
+    """
+
+
+def _finish(code: int) -> None:
+    if code:
+        raise ExitCode(code)
+
+
+@cli.command()
+@_selectors
+@click.option("--check", is_flag=True, help="Change nothing; report what would change (exit 2 if anything).")
+@click.option("--diff", is_flag=True, help="Show the diff of every change.")
+@click.option("--no-verify", is_flag=True, help="Do not run the playbook's verify steps at the end.")
+def apply(check: bool, diff: bool, no_verify: bool, **selectors: Any) -> None:
+    """Bring the hosts to the state the playbook declares."""
+    _finish(_run("plan" if check else "apply", diff=diff, **selectors))
+
+
+@cli.command()
+@_selectors
+def plan(**selectors: Any) -> None:
+    """Show what apply would change, with diffs; change nothing (exit 2 when changes are pending)."""
+    _finish(_run("plan", diff=True, **selectors))
+
+
+@cli.command()
+@_selectors
+def verify(**selectors: Any) -> None:
+    """Report drift from the playbook and run its verify steps; change nothing (exit 1 on drift)."""
+    _finish(_run("verify", diff=True, **selectors))
+
+
+@cli.command()
+@click.argument("playbook", required=False, type=click.Path(path_type=Path))
+@click.option("-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost).")
+@click.option("-e", "--extra-vars", "extra", multiple=True, help="KEY=VAL, @file.yml or a JSON/YAML mapping.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def validate(playbook: Path | None, inventory: Path | None, extra: tuple[str, ...], output_format: str) -> None:
+    """Check syntax, schemas, variables and templates; contact no host."""
+    from sparkprov.errors import InputError
+    from sparkprov.executor.prepare import load_inputs
+    from sparkprov.resources import default_playbook
+
+    try:
+        prepared = load_inputs(playbook, inventory, extra, None)
+    except InputError as exc:
+        raise _input_error(exc, output_format) from None
+    plays = prepared.playbook.plays
+    tasks = sum(len(p.tasks) + len(p.handlers) + len(p.verify) for p in plays)
+    path = playbook or default_playbook()
+    if output_format == "json":
+        import json
+
+        click.echo(json.dumps({"valid": True, "playbook": str(path), "plays": len(plays), "tasks": tasks,
+                               "exit_code": EXIT_OK}))
+    else:
+        click.echo(f"{path}: valid ({len(plays)} play(s), {tasks} task(s))")
+
+
+@cli.command()
+@click.option("-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost).")
+@click.option("-l", "--limit", help="Host pattern to restrict to.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def facts(inventory: Path | None, limit: str | None, output_format: str) -> None:
+    """Gather host facts (OS, CPU, memory, GPU, docker, machine-id) with one probe per host."""
+    from sparkprov.errors import InputError
+    from sparkprov.report.facts import gather_all, render_facts_json, render_facts_text
+
+    try:
+        found = gather_all(inventory, limit)
+    except InputError as exc:
+        raise _input_error(exc, output_format) from None
+    masker = _masker()
+    if output_format == "json":
+        click.echo(masker.text(render_facts_json(found)))
+    else:
+        click.echo(masker.text(render_facts_text(found)))
+    _finish(EXIT_FAILED if any(isinstance(v, str) for v in found.values()) else EXIT_OK)
+
+
+def main() -> None:
+    cli.main(prog_name="sparkprov")

@@ -1,0 +1,84 @@
+"""Everything that is read and checked before the first host is touched.
+
+Loading the playbook, the inventory, `-e` and `vars_files`, then the static checks: any problem
+anywhere is an `InputError` (exit code 4) listing all of them, and no connection has been made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparkprov.errors import InputError, Place, Problem
+from sparkprov.facts.host import ANSIBLE_FACT_NAMES
+from sparkprov.inventory import Inventory, implicit_localhost, load_inventory
+from sparkprov.playbook.loader import load_playbook
+from sparkprov.playbook.model import Play, Playbook
+from sparkprov.playbook.static import StaticChecker
+from sparkprov.playbook.templating import Scope, TemplateError, is_template, render_string
+from sparkprov.playbook.variables import load_vars_file, parse_extra_vars
+from sparkprov.resources import default_playbook
+
+
+@dataclass
+class Prepared:
+    playbook: Playbook
+    inventory: Inventory
+    extra_vars: dict[str, Any]
+    play_vars_files: list[dict[str, Any]]
+
+
+def load_inputs(
+    playbook_path: Path | None, inventory_path: Path | None, extra: tuple[str, ...], limit: str | None
+) -> Prepared:
+    problems: list[Problem] = []
+    playbook = inventory = None
+    extra_vars: dict[str, Any] = {}
+    for step in ("playbook", "inventory", "extra"):
+        try:
+            if step == "playbook":
+                playbook = load_playbook(playbook_path or default_playbook())
+            elif step == "inventory":
+                inventory = load_inventory(inventory_path) if inventory_path else implicit_localhost()
+            else:
+                extra_vars = parse_extra_vars(extra)
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputError(problems)
+    assert playbook is not None and inventory is not None
+    if limit and not inventory.match(limit):
+        raise InputError.single(
+            Place(f"-l {limit}"),
+            f"host pattern '{limit}' matches no host in {inventory.source}",
+            hint=f"hosts: {', '.join(inventory.hosts) or '(none)'}; groups: {', '.join(inventory.groups)}",
+        )
+    play_vars_files = [_vars_files(play, playbook, extra_vars, problems) for play in playbook.plays]
+    external = set(extra_vars) | {k for h in inventory.hosts.values() for k in inventory.host_vars(h)}
+    problems.extend(StaticChecker(playbook, external_vars=external, facts=ANSIBLE_FACT_NAMES).check(play_vars_files))
+    if problems:
+        raise InputError(problems)
+    return Prepared(playbook, inventory, extra_vars, play_vars_files)
+
+
+def _vars_files(play: Play, playbook: Playbook, extra_vars: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for name in play.vars_files:
+        if is_template(name):
+            try:
+                name = str(render_string(name, Scope([extra_vars, play.vars])))
+            except TemplateError as exc:
+                problems.append(Problem(play.place, f"cannot resolve vars_files entry {name!r}: {exc}"))
+                continue
+        path = Path(name).expanduser()
+        if not path.is_absolute():
+            path = playbook.directory / path
+        try:
+            merged.update(load_vars_file(path))
+        except InputError as exc:
+            problems.extend(
+                Problem(p.place, f"{p.message} (vars_files of play '{play.name}', {play.place})", p.key, p.hint)
+                for p in exc.problems
+            )
+    return merged

@@ -1,0 +1,161 @@
+"""Results of a run as values: per item, per task and host, per play, and the recap."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from sparkprov.modules.base import Diff
+from sparkprov.playbook.model import Play, Task
+
+NO_LOG_MESSAGE = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+
+
+class Status(str, enum.Enum):
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNREACHABLE = "unreachable"
+
+
+class Mode(str, enum.Enum):
+    APPLY = "apply"
+    PLAN = "plan"
+    VERIFY = "verify"
+
+
+@dataclass
+class ItemResult:
+    """One execution of a module: the whole task, or one loop item."""
+
+    status: Status
+    msg: str = ""
+    diffs: list[Diff] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    item: Any = None
+    label: str | None = None
+    pending: bool = False  # plan mode: the change is predicted, not made
+    attempts: int = 1
+    duration_s: float = 0.0
+
+    def registered(self) -> dict[str, Any]:
+        """The value Ansible would `register` for this result."""
+        value = dict(self.data)
+        value.update(
+            changed=self.status is Status.CHANGED,
+            failed=self.status is Status.FAILED,
+            skipped=self.status is Status.SKIPPED,
+        )
+        if self.msg:
+            value.setdefault("msg", self.msg)
+        if self.attempts > 1:
+            value["attempts"] = self.attempts
+        if self.item is not None or self.label is not None:
+            value["item"] = self.item
+        if self.pending:
+            value["pending"] = True
+        return value
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    host: str
+    status: Status
+    items: list[ItemResult]
+    looped: bool = False
+    handler: bool = False
+    ignored: bool = False  # failed, but ignore_errors let the host go on
+    msg: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def pending(self) -> bool:
+        return any(i.pending and i.status is Status.CHANGED for i in self.items)
+
+    @property
+    def diffs(self) -> list[Diff]:
+        return [d for item in self.items for d in item.diffs]
+
+    def registered(self) -> dict[str, Any]:
+        if not self.looped:
+            return self.items[0].registered() if self.items else {"skipped": True, "changed": False}
+        results = [i.registered() for i in self.items]
+        return {
+            "results": results,
+            "changed": any(r["changed"] for r in results),
+            "failed": any(r["failed"] for r in results),
+            "skipped": bool(results) and all(r["skipped"] for r in results),
+            "msg": "All items completed" if not any(r["failed"] for r in results) else "One or more items failed",
+        }
+
+    def censored(self) -> TaskResult:
+        """The shape shown to people and written to reports for `no_log` tasks."""
+        items = [
+            ItemResult(i.status, NO_LOG_MESSAGE, [], {"censored": NO_LOG_MESSAGE}, None, None, i.pending,
+                       i.attempts, i.duration_s)
+            for i in self.items
+        ]
+        return TaskResult(self.task, self.host, self.status, items, self.looped, self.handler, self.ignored,
+                          NO_LOG_MESSAGE if self.msg else "", self.duration_s)
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failures: int = 0
+    skipped: int = 0
+    unreachable: int = 0
+    ignored: int = 0
+    rescued: int = 0
+
+    def count(self, result: TaskResult) -> None:
+        if result.status is Status.UNREACHABLE:
+            self.unreachable += 1
+        elif result.status is Status.FAILED and result.ignored:
+            self.ignored += 1
+        elif result.status is Status.FAILED:
+            self.failures += 1
+        elif result.status is Status.SKIPPED:
+            self.skipped += 1
+        else:
+            self.ok += 1
+            if result.status is Status.CHANGED:
+                self.changed += 1
+
+
+@dataclass
+class PlayRun:
+    play: Play
+    hosts: list[str]
+    results: list[TaskResult] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    mode: Mode
+    plays: list[PlayRun] = field(default_factory=list)
+    stats: dict[str, HostStats] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def pending(self) -> list[TaskResult]:
+        return [r for play in self.plays for r in play.results if r.pending]
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [h for h, s in self.stats.items() if s.failures or s.unreachable]
+
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.failed_hosts:
+            return 1
+        if self.mode is Mode.PLAN and self.pending:
+            return 2
+        if self.mode is Mode.VERIFY and self.pending:
+            return 1  # verify: drift from the declared state is a failed verification
+        return 0

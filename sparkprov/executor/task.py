@@ -1,0 +1,267 @@
+"""Running one task on one host: loop items, `when`, rendering, check/apply, retries, overrides.
+
+The module's `check` decides what would change; in plan mode the Change is reported, in apply
+mode that same Change is applied. Nothing here knows what a module does inside.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparkprov.connection.base import Become, CommandTimeout, Connection
+from sparkprov.executor.results import ItemResult, Status, TaskResult
+from sparkprov.modules import get_module
+from sparkprov.modules.base import Module, ModuleFailure, Outcome, TaskContext
+from sparkprov.playbook.model import Task
+from sparkprov.playbook.schema import validate
+from sparkprov.playbook.templating import Scope, TemplateError, evaluate_condition, render, truthy
+
+OMIT = "__omit_place_holder__sparkprov"
+
+
+@dataclass
+class TaskSettings:
+    """What the host run tells each task: mode, play defaults, where files are looked up."""
+
+    conn: Connection
+    check_mode: bool
+    want_diff: bool
+    play_become: Any
+    play_become_user: str
+    play_environment: dict[str, Any]
+    search_dirs: tuple[Path, ...]
+    extra_vars: frozenset[str] = frozenset()  # names set with -e: they beat task vars too
+    sleep: Callable[[float], None] = time.sleep
+
+
+class TaskFailure(Exception):
+    """The task cannot even start (bad loop, undefined variable...): fail it with this message."""
+
+
+def _where(task: Task) -> str:
+    return f"task '{task.name}' ({task.place})"
+
+
+def _template_failure(exc: TemplateError, task: Task, what: str) -> TaskFailure:
+    if exc.variable:
+        return TaskFailure(f"undefined variable '{exc.variable}' in {what} of {_where(task)}: {exc}")
+    return TaskFailure(f"cannot evaluate {what} of {_where(task)}: {exc}")
+
+
+def loop_items(task: Task, scope: Scope) -> list[Any] | None:
+    if task.loop is None:
+        return None
+    raw = task.loop
+    kind = "loop"
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)).startswith("__with_"):
+        kind, raw = next(iter(raw.items()))
+    try:
+        value = render(raw, scope)
+    except TemplateError as exc:
+        raise _template_failure(exc, task, "the loop") from None
+    if kind == "__with_dict__":
+        if not isinstance(value, dict):
+            raise TaskFailure(f"with_dict of {_where(task)} needs a mapping, got {type(value).__name__}")
+        return [{"key": k, "value": v} for k, v in value.items()]
+    if isinstance(value, str):
+        raise TaskFailure(f"loop of {_where(task)} must be a list, got the string {value!r}")
+    if not isinstance(value, (list, tuple)):
+        raise TaskFailure(f"loop of {_where(task)} must be a list, got {type(value).__name__}")
+    if kind == "__with_items__":
+        return [x for v in value for x in (v if isinstance(v, list) else [v])]
+    return list(value)
+
+
+def _loop_vars(task: Task, items: list[Any], index: int) -> dict[str, Any]:
+    control = task.loop_control
+    values: dict[str, Any] = {control.loop_var: items[index], "ansible_loop_var": control.loop_var}
+    if control.index_var:
+        values[control.index_var] = index
+    if control.extended:
+        size = len(items)
+        values["ansible_loop"] = {
+            "allitems": items,
+            "index": index + 1,
+            "index0": index,
+            "revindex": size - index,
+            "revindex0": size - index - 1,
+            "first": index == 0,
+            "last": index == size - 1,
+            "length": size,
+            "previtem": items[index - 1] if index > 0 else None,
+            "nextitem": items[index + 1] if index < size - 1 else None,
+        }
+    return values
+
+
+class TaskRunner:
+    def __init__(self, settings: TaskSettings) -> None:
+        self.settings = settings
+
+    def run(self, task: Task, host: str, scope: Scope, *, handler: bool = False) -> TaskResult:
+        started = time.monotonic()
+        task_vars = {k: v for k, v in task.vars.items() if k not in self.settings.extra_vars}
+        task_scope = scope.child(task_vars) if task_vars else scope
+        try:
+            items = loop_items(task, task_scope)
+        except TaskFailure as exc:
+            failed = ItemResult(Status.FAILED, str(exc))
+            return TaskResult(task, host, Status.FAILED, [failed], handler=handler, msg=str(exc),
+                              duration_s=time.monotonic() - started)
+        if items is None:
+            results = [self._run_item(task, task_scope)]
+        else:
+            results = []
+            for index, item in enumerate(items):
+                if index and task.loop_control.pause:
+                    self.settings.sleep(task.loop_control.pause)
+                item_scope = task_scope.child(_loop_vars(task, items, index))
+                result = self._run_item(task, item_scope)
+                result.item = item
+                result.label = self._label(task, item_scope, item)
+                results.append(result)
+        status = _overall(results)
+        msg = results[0].msg if len(results) == 1 else ""
+        return TaskResult(task, host, status, results, looped=items is not None, handler=handler, msg=msg,
+                          ignored=status is Status.FAILED and self._ignored(task, task_scope),
+                          duration_s=time.monotonic() - started)
+
+    @staticmethod
+    def _label(task: Task, scope: Scope, item: Any) -> str:
+        if task.loop_control.label is None:
+            return str(item)
+        try:
+            return str(render(task.loop_control.label, scope))
+        except TemplateError:
+            return str(item)
+
+    @staticmethod
+    def _ignored(task: Task, scope: Scope) -> bool:
+        try:
+            return truthy(render(task.ignore_errors, scope))
+        except TemplateError:
+            return False
+
+    def _run_item(self, task: Task, scope: Scope) -> ItemResult:
+        started = time.monotonic()
+        try:
+            if task.when and not evaluate_condition(task.when, scope):
+                return ItemResult(Status.SKIPPED, "Conditional result was False", data={"skip_reason": "when"})
+            result = self._attempts(task, scope)
+        except TaskFailure as exc:
+            result = ItemResult(Status.FAILED, str(exc))
+        except TemplateError as exc:
+            result = ItemResult(Status.FAILED, str(_template_failure(exc, task, "a condition")))
+        result.duration_s = time.monotonic() - started
+        return result
+
+    def _attempts(self, task: Task, scope: Scope) -> ItemResult:
+        module = get_module(task.module)
+        retries = int(render(task.retries, scope)) if task.retries is not None else 0
+        attempts = 1 + retries if task.until else 1
+        for attempt in range(1, attempts + 1):
+            result = self._once(task, module, scope)
+            result.attempts = attempt
+            if not task.until or result.pending:
+                return result
+            check_scope = scope.child({task.register: result.registered()} if task.register else {})
+            if result.status is not Status.FAILED and evaluate_condition(task.until, check_scope):
+                return result
+            if attempt < attempts:
+                self.settings.sleep(float(render(task.delay, scope)))
+        result.status = Status.FAILED
+        result.msg = f"retried {attempts} times, 'until' condition never held: {result.msg}".rstrip(": ")
+        return result
+
+    def _context(self, task: Task, scope: Scope) -> TaskContext:
+        settings = self.settings
+        become_flag = task.become if task.become is not None else settings.play_become
+        become = None
+        if truthy(render(become_flag, scope)):
+            become = Become(str(render(task.become_user or settings.play_become_user, scope)))
+        environment = render({**settings.play_environment, **task.environment}, scope)
+        return TaskContext(
+            conn=settings.conn,
+            become=become,
+            scope=scope,
+            search_dirs=settings.search_dirs,
+            want_diff=settings.want_diff,
+            timeout=float(render(task.timeout, scope)) if task.timeout is not None else None,
+            environment={str(k): str(v) for k, v in environment.items()},
+        )
+
+    def _args(self, task: Task, scope: Scope) -> dict[str, Any]:
+        try:
+            args = render(task.args, scope)
+        except TemplateError as exc:
+            raise _template_failure(exc, task, "the module arguments") from None
+        args = {k: v for k, v in args.items() if v != OMIT}
+        problems = validate(
+            args, f"modules/{task.module}", root=None, base_path=[], fallback=task.place,
+            what=f"module '{task.module}' of task '{task.name}'",
+        )
+        if problems:
+            raise TaskFailure("; ".join(f"{p.message}{' (' + p.hint + ')' if p.hint else ''}" for p in problems)
+                              + f" [{task.place}]")
+        return args
+
+    def _once(self, task: Task, module: Module, scope: Scope) -> ItemResult:
+        try:
+            args = self._args(task, scope)
+            ctx = self._context(task, scope)
+        except TemplateError as exc:
+            raise _template_failure(exc, task, "task keywords") from None
+        check_only = self.settings.check_mode if task.check_mode is None else task.check_mode
+        try:
+            change = module.check(args, ctx)
+            if change is None:
+                outcome, pending = module.unchanged(args, ctx), False
+            elif check_only:
+                outcome, pending = module.predicted(change, args), True
+            else:
+                outcome, pending = module.apply(change, ctx), False
+        except ModuleFailure as exc:
+            return ItemResult(Status.FAILED, str(exc), data=dict(exc.data))
+        except CommandTimeout as exc:
+            return ItemResult(Status.FAILED, f"{_where(task)}: {exc}")
+        diffs = change.diffs if change is not None and self.settings.want_diff else []
+        return self._overrides(task, scope, outcome, pending, diffs)
+
+    def _overrides(self, task: Task, scope: Scope, outcome: Outcome, pending: bool, diffs: list[Any]) -> ItemResult:
+        """Apply changed_when / failed_when, which see the result under its `register` name."""
+        status = Status.FAILED if outcome.failed else (Status.CHANGED if outcome.changed else Status.OK)
+        result = ItemResult(status, outcome.msg, diffs, dict(outcome.data), pending=pending)
+        if task.changed_when is None and task.failed_when is None:
+            return result
+        if pending:
+            # The command has not run: only a constant changed_when can be honoured in a plan.
+            if task.changed_when is not None and all(isinstance(c, bool) for c in task.changed_when):
+                result.status = Status.CHANGED if all(task.changed_when) else Status.OK
+                result.pending = result.status is Status.CHANGED
+            return result
+        check_scope = scope.child({task.register: result.registered()} if task.register else {})
+        if task.failed_when is not None:
+            failed = evaluate_condition(task.failed_when, check_scope)  # a list means all must hold
+            result.status = Status.FAILED if failed else (
+                Status.CHANGED if outcome.changed else Status.OK
+            )
+            if not failed and outcome.failed:
+                result.msg = ""
+        if task.changed_when is not None and result.status is not Status.FAILED:
+            result.status = Status.CHANGED if evaluate_condition(task.changed_when, check_scope) else Status.OK
+        return result
+
+
+def _overall(results: list[ItemResult]) -> Status:
+    statuses = {r.status for r in results}
+    if Status.FAILED in statuses:
+        return Status.FAILED
+    if Status.CHANGED in statuses:
+        return Status.CHANGED
+    if statuses == {Status.SKIPPED} or not results:
+        return Status.SKIPPED
+    return Status.OK

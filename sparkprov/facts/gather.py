@@ -1,0 +1,34 @@
+"""`sparkprov facts`: one probe per host, hosts in parallel."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sparkprov.connection import connect
+from sparkprov.connection.base import CommandTimeout, HostUnreachable
+from sparkprov.errors import InputError, Place
+from sparkprov.facts.host import HostFacts, HostFactsError, gather_host_facts
+from sparkprov.inventory import Host, implicit_localhost, load_inventory
+
+
+def _gather_one(host: Host) -> HostFacts | str:
+    try:
+        conn = connect(host)
+        try:
+            return gather_host_facts(conn)
+        finally:
+            conn.close()
+    except (HostUnreachable, HostFactsError, CommandTimeout) as exc:
+        return str(exc)
+
+
+def gather_all(inventory_path: Path | None, limit: str | None, forks: int = 10) -> dict[str, HostFacts | str]:
+    """Facts per host, or the reason the host could not be probed."""
+    inventory = load_inventory(inventory_path) if inventory_path else implicit_localhost()
+    names = inventory.match(limit or "all")
+    if not names:
+        raise InputError.single(Place(f"-l {limit}" if limit else inventory.source), "no host matches")
+    hosts = [inventory.hosts[n] for n in names]
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
+        return dict(zip(names, pool.map(_gather_one, hosts)))

@@ -1,0 +1,95 @@
+"""`--format json`: the shape of Ansible's `json` stdout callback, plus plan, verify and exit_code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sparkprov.executor.results import ItemResult, RunResult, TaskResult
+from sparkprov.report.masking import Masker
+
+
+def _diff(item: ItemResult) -> list[dict[str, str]]:
+    return [
+        {"before_header": d.path, "after_header": d.path, "before": d.before, "after": d.after}
+        for d in item.diffs
+    ]
+
+
+def _host_result(result: TaskResult) -> dict[str, Any]:
+    shown = result.censored() if result.task.no_log else result
+    body: dict[str, Any] = {"action": result.task.module, **shown.registered()}
+    body["duration"] = round(result.duration_s, 6)
+    if result.status.value == "unreachable":
+        body["unreachable"] = True
+    if shown.ignored:
+        body["ignored"] = True
+    if shown.looped:
+        for entry, item in zip(body["results"], shown.items):
+            entry["diff"] = _diff(item)
+            entry["_ansible_item_label"] = item.label
+    else:
+        body["diff"] = _diff(shown.items[0]) if shown.items else []
+    if result.task.no_log:
+        body["_ansible_no_log"] = True
+    return body
+
+
+def _tasks(results: list[TaskResult]) -> list[dict[str, Any]]:
+    tasks: dict[tuple[int, bool], dict[str, Any]] = {}
+    for result in results:
+        key = (id(result.task), result.handler)
+        entry = tasks.setdefault(
+            key,
+            {
+                "task": {
+                    "name": result.task.name,
+                    "action": result.task.module,
+                    "handler": result.handler,
+                    "path": str(result.task.place),
+                },
+                "hosts": {},
+            },
+        )
+        entry["hosts"][result.host] = _host_result(result)
+    return list(tasks.values())
+
+
+def _plan(result: RunResult) -> list[dict[str, Any]]:
+    entries = []
+    for task_result in result.pending:
+        hidden = task_result.task.no_log
+        for item in task_result.items:
+            if item.pending:
+                entries.append(
+                    {
+                        "host": task_result.host,
+                        "task": task_result.task.name,
+                        "action": task_result.task.module,
+                        "path": str(task_result.task.place),
+                        "handler": task_result.handler,
+                        "item": None if hidden else item.label,
+                        "change": "hidden (no_log)" if hidden else item.msg,
+                        "diff": [] if hidden else _diff(item),
+                    }
+                )
+    return entries
+
+
+def render_json(result: RunResult, masker: Masker) -> str:
+    document = {
+        "plays": [
+            {"play": {"name": run.play.name, "hosts": run.hosts, "path": str(run.play.place)}, "tasks": _tasks(run.results)}
+            for run in result.plays
+        ],
+        "stats": {host: vars(stats) for host, stats in result.stats.items()},
+        "mode": result.mode.value,
+        "plan": _plan(result),
+        "verify": [],
+        "exit_code": result.exit_code(),
+    }
+    return json.dumps(masker.data(document), indent=2, default=str)
+
+
+def render_error_json(kind: str, problems: list[dict[str, Any]], exit_code: int, masker: Masker) -> str:
+    return json.dumps(masker.data({"error": kind, "problems": problems, "exit_code": exit_code}), indent=2)

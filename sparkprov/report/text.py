@@ -1,0 +1,128 @@
+"""Human output: live task lines (Ansible's layout), diffs, plan summary and the PLAY RECAP."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, TextIO
+
+import click
+
+from sparkprov.executor.results import Mode, RunResult, Status, TaskResult
+from sparkprov.playbook.model import Play, Task
+from sparkprov.report.masking import Masker
+
+_COLOURS = {
+    Status.OK: "green",
+    Status.CHANGED: "yellow",
+    Status.FAILED: "red",
+    Status.SKIPPED: "cyan",
+    Status.UNREACHABLE: "red",
+}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TextReporter:
+    """Prints as results arrive; safe to call from the host threads."""
+
+    def __init__(self, mode: Mode, *, show_diff: bool, masker: Masker, stream: TextIO | None = None,
+                 colour: bool | None = None) -> None:
+        self.mode = mode
+        self.show_diff = show_diff
+        self.masker = masker
+        self.stream = stream or sys.stdout
+        self.colour = colour
+        self._lock = threading.Lock()
+        self._current: tuple[int, bool] | None = None
+
+    def _echo(self, text: str = "", **style: Any) -> None:
+        text = self.masker.text(text)
+        click.echo(click.style(text, **style) if style else text, file=self.stream, color=self.colour)
+
+    def play_started(self, play: Play, hosts: list[str]) -> None:
+        with self._lock:
+            self._current = None
+            self._echo()
+            self._echo(f"PLAY [{play.name}] " + "*" * max(3, 60 - len(play.name)), bold=True)
+            if not hosts:
+                self._echo("skipping: no hosts matched", fg="cyan")
+
+    def _task_header(self, task: Task, handler: bool) -> None:
+        key = (id(task), handler)
+        if self._current == key:
+            return
+        self._current = key
+        kind = "RUNNING HANDLER" if handler else "TASK"
+        title = f"{kind} [{task.name}]"
+        self._echo()
+        self._echo(title + " " + "*" * max(3, 60 - len(title)), bold=True)
+
+    def task_finished(self, result: TaskResult) -> None:
+        shown = result.censored() if result.task.no_log else result
+        with self._lock:
+            self._task_header(result.task, result.handler)
+            if shown.looped:
+                for item in shown.items:
+                    self._line(item.status, shown.host, f"(item={_short(item.label)})", item.msg, item.pending)
+                    self._diffs(item.diffs)
+                if not shown.items:
+                    self._line(Status.SKIPPED, shown.host, "(empty loop)", "", False)
+            else:
+                item = shown.items[0]
+                self._line(item.status, shown.host, "", item.msg, item.pending)
+                self._diffs(item.diffs)
+            if shown.ignored:
+                self._echo("...ignoring", fg="cyan")
+
+    def _line(self, status: Status, host: str, item: str, msg: str, pending: bool) -> None:
+        word = "would change" if pending and status is Status.CHANGED else status.value
+        if status is Status.FAILED:
+            word = "fatal" if not item else "failed"
+        line = f"{word}: [{host}]"
+        if item:
+            line += f" => {item}"
+        detail = msg if (pending or status in (Status.FAILED, Status.UNREACHABLE, Status.CHANGED)) else ""
+        if detail:
+            line += f" {'=>' if not item else '-'} {detail}"
+        self._echo(line, fg=_COLOURS[status])
+
+    def _diffs(self, diffs: list[Any]) -> None:
+        if not self.show_diff:
+            return
+        for diff in diffs:
+            for line in diff.unified().splitlines():
+                colour = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+                self._echo(line, fg=colour) if colour else self._echo(line)
+
+    def finished(self, result: RunResult) -> None:
+        self._echo()
+        self._echo("PLAY RECAP " + "*" * 50, bold=True)
+        width = max((len(h) for h in result.stats), default=0)
+        for host, stats in result.stats.items():
+            colour = "red" if stats.failures or stats.unreachable else ("yellow" if stats.changed else "green")
+            self._echo(
+                f"{host.ljust(width)} : ok={stats.ok:<4} changed={stats.changed:<4} unreachable={stats.unreachable:<4} "
+                f"failed={stats.failures:<4} skipped={stats.skipped:<4} ignored={stats.ignored}",
+                fg=colour,
+            )
+        self._summary(result)
+
+    def _summary(self, result: RunResult) -> None:
+        pending = result.pending
+        if result.mode is Mode.APPLY:
+            return
+        self._echo()
+        hosts = len({r.host for r in pending})
+        if not pending:
+            self._echo("No changes. The hosts match the playbook.", fg="green", bold=True)
+            return
+        label = "Plan" if result.mode is Mode.PLAN else "Drift"
+        self._echo(
+            f"{label}: {len(pending)} task(s) would change on {hosts} host(s). Run `sparkprov apply` to apply them.",
+            fg="yellow",
+            bold=True,
+        )
