@@ -30,17 +30,37 @@ class ExitCode(Exception):
 def _selectors(func: Any) -> Any:
     options = [
         click.argument("playbook", required=False, type=click.Path(path_type=Path)),
-        click.option("-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost)."),
+        click.option(
+            "-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost)."
+        ),
         click.option("-l", "--limit", help="Host pattern to restrict the run to (Ansible syntax)."),
         click.option("-t", "--tags", multiple=True, help="Only run tasks with these tags (comma-separated)."),
         click.option("--skip-tags", multiple=True, help="Skip tasks with these tags (comma-separated)."),
-        click.option("-e", "--extra-vars", "extra", multiple=True, help="KEY=VAL, @file.yml or a JSON/YAML mapping."),
-        click.option("-f", "--forks", type=click.IntRange(1, 1000), default=10, show_default=True,
-                     help="Hosts worked on in parallel."),
-        click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
-                     help="Also write report.json, junit.xml and report.md into this directory."),
-        click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-                     show_default=True, help="json prints exactly one JSON document on stdout."),
+        click.option(
+            "-e", "--extra-vars", "extra", multiple=True, help="KEY=VAL, @file.yml or a JSON/YAML mapping."
+        ),
+        click.option(
+            "-f",
+            "--forks",
+            type=click.IntRange(1, 1000),
+            default=10,
+            show_default=True,
+            help="Hosts worked on in parallel.",
+        ),
+        click.option(
+            "--report",
+            "report_dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            help="Also write report.json, junit.xml and report.md into this directory.",
+        ),
+        click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="json prints exactly one JSON document on stdout.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -63,8 +83,14 @@ def _input_error(exc: InputError, output_format: str) -> ExitCode:
         from sparkprov.report.jsonout import render_error_json
 
         problems = [
-            {"file": p.place.file, "line": p.place.line, "column": p.place.column, "key": p.key,
-             "message": p.message, "hint": p.hint}
+            {
+                "file": p.place.file,
+                "line": p.place.line,
+                "column": p.place.column,
+                "key": p.key,
+                "message": p.message,
+                "hint": p.hint,
+            }
             for p in exc.problems
         ]
         click.echo(render_error_json("invalid input", problems, EXIT_INPUT, masker))
@@ -76,14 +102,25 @@ def _input_error(exc: InputError, output_format: str) -> ExitCode:
     return ExitCode(EXIT_INPUT)
 
 
-def _run(mode_name: str, *, playbook: Path | None, inventory: Path | None, limit: str | None,
-         tags: tuple[str, ...], skip_tags: tuple[str, ...], extra: tuple[str, ...], forks: int,
-         output_format: str, diff: bool, report_dir: Path | None) -> int:
+def _run(
+    mode_name: str,
+    *,
+    playbook: Path | None,
+    inventory: Path | None,
+    limit: str | None,
+    tags: tuple[str, ...],
+    skip_tags: tuple[str, ...],
+    extra: tuple[str, ...],
+    forks: int,
+    output_format: str,
+    diff: bool,
+    report_dir: Path | None,
+) -> int:
     from sparkprov.connection import connect
     from sparkprov.errors import InputError
     from sparkprov.executor.prepare import load_inputs
     from sparkprov.executor.results import Mode
-    from sparkprov.executor.runner import RunOptions, Runner
+    from sparkprov.executor.runner import Runner, RunOptions
     from sparkprov.facts.host import ANSIBLE_FACT_NAMES, gather_host_facts
     from sparkprov.report.text import TextReporter
 
@@ -96,10 +133,20 @@ def _run(mode_name: str, *, playbook: Path | None, inventory: Path | None, limit
     show_diff = diff or mode is not Mode.APPLY
     stream = sys.stderr if output_format == "json" else sys.stdout
     reporter = TextReporter(mode, show_diff=show_diff, masker=masker, stream=stream)
-    options = RunOptions(mode=mode, diff=show_diff, tags=_split_tags(tags), skip_tags=_split_tags(skip_tags),
-                         extra_vars=prepared.extra_vars, forks=forks, limit=limit)
+    options = RunOptions(
+        mode=mode,
+        diff=show_diff,
+        tags=_split_tags(tags),
+        skip_tags=_split_tags(skip_tags),
+        extra_vars=prepared.extra_vars,
+        forks=forks,
+        limit=limit,
+    )
     runner = Runner(
-        prepared.playbook, prepared.inventory, options, reporter,
+        prepared.playbook,
+        prepared.inventory,
+        options,
+        reporter,
         connect=connect,
         play_vars_files=prepared.play_vars_files,
         fact_names=ANSIBLE_FACT_NAMES,
@@ -121,9 +168,9 @@ def _run(mode_name: str, *, playbook: Path | None, inventory: Path | None, limit
 class SparkprovGroup(click.Group):
     """Maps click's usage errors to exit code 4 and Ctrl-C to 130."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(EXIT_OK)
@@ -183,10 +230,16 @@ def verify(**selectors: Any) -> None:
 
 @cli.command()
 @click.argument("playbook", required=False, type=click.Path(path_type=Path))
-@click.option("-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost).")
+@click.option(
+    "-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost)."
+)
 @click.option("-e", "--extra-vars", "extra", multiple=True, help="KEY=VAL, @file.yml or a JSON/YAML mapping.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def validate(playbook: Path | None, inventory: Path | None, extra: tuple[str, ...], output_format: str) -> None:
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def validate(
+    playbook: Path | None, inventory: Path | None, extra: tuple[str, ...], output_format: str
+) -> None:
     """Check syntax, schemas, variables and templates; contact no host."""
     from sparkprov.errors import InputError
     from sparkprov.executor.prepare import load_inputs
@@ -202,20 +255,34 @@ def validate(playbook: Path | None, inventory: Path | None, extra: tuple[str, ..
     if output_format == "json":
         import json
 
-        click.echo(json.dumps({"valid": True, "playbook": str(path), "plays": len(plays), "tasks": tasks,
-                               "exit_code": EXIT_OK}))
+        click.echo(
+            json.dumps(
+                {
+                    "valid": True,
+                    "playbook": str(path),
+                    "plays": len(plays),
+                    "tasks": tasks,
+                    "exit_code": EXIT_OK,
+                }
+            )
+        )
     else:
         click.echo(f"{path}: valid ({len(plays)} play(s), {tasks} task(s))")
 
 
 @cli.command()
-@click.option("-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost).")
+@click.option(
+    "-i", "--inventory", type=click.Path(path_type=Path), help="Inventory file (default: localhost)."
+)
 @click.option("-l", "--limit", help="Host pattern to restrict to.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def facts(inventory: Path | None, limit: str | None, output_format: str) -> None:
     """Gather host facts (OS, CPU, memory, GPU, docker, machine-id) with one probe per host."""
     from sparkprov.errors import InputError
-    from sparkprov.report.facts import gather_all, render_facts_json, render_facts_text
+    from sparkprov.facts.gather import gather_all
+    from sparkprov.report.facts import render_facts_json, render_facts_text
 
     try:
         found = gather_all(inventory, limit)

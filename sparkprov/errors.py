@@ -45,7 +45,9 @@ class InputError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
     @classmethod
-    def single(cls, place: Place, message: str, *, key: str | None = None, hint: str | None = None) -> InputError:
+    def single(
+        cls, place: Place, message: str, *, key: str | None = None, hint: str | None = None
+    ) -> InputError:
         return cls([Problem(place, message, key, hint)])
 
 

@@ -131,7 +131,11 @@ def load_inventory(path: Path) -> Inventory:
     all_group = inventory.groups.setdefault("all", Group("all"))
     ungrouped = inventory.groups.setdefault("ungrouped", Group("ungrouped"))
     for group in list(inventory.groups.values()):
-        if group.name != "all" and group.name not in all_group.children and not _is_child(inventory, group.name):
+        if (
+            group.name != "all"
+            and group.name not in all_group.children
+            and not _is_child(inventory, group.name)
+        ):
             all_group.children.append(group.name)
     grouped = {h for g in inventory.groups.values() if g.name not in ("all", "ungrouped") for h in g.hosts}
     ungrouped.hosts.extend(h for h in inventory.hosts if h not in grouped and h not in ungrouped.hosts)
@@ -198,7 +202,10 @@ def _read_group(
         host = inventory.hosts.setdefault(str(host_name), Host(str(host_name), groups=["all"]))
         if host_vars is not None and not isinstance(host_vars, dict):
             problems.append(
-                Problem(place_of(root, [*path, "hosts", host_name]) or place, f"vars of host '{host_name}' must be a mapping")
+                Problem(
+                    place_of(root, [*path, "hosts", host_name]) or place,
+                    f"vars of host '{host_name}' must be a mapping",
+                )
             )
             continue
         host.vars.update(host_vars or {})
@@ -206,7 +213,9 @@ def _read_group(
             group.hosts.append(str(host_name))
     group_vars = body.get("vars") or {}
     if not isinstance(group_vars, dict):
-        problems.append(Problem(place_of(root, [*path, "vars"]) or place, f"vars of group '{name}' must be a mapping"))
+        problems.append(
+            Problem(place_of(root, [*path, "vars"]) or place, f"vars of group '{name}' must be a mapping")
+        )
     else:
         group.vars.update(group_vars)
     for child, child_body in (body.get("children") or {}).items():

@@ -6,13 +6,13 @@ In a wheel they are shipped inside the package as `sparkprov/_data/<name>`; in a
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def data_dir(name: str) -> Path:
     shipped = _PACKAGE / "_data" / name
     if shipped.is_dir():

@@ -140,7 +140,9 @@ def op_write(path, data_b64, mode=None, owner=None, group=None, backup=False):
     result = {"path": path}
     if backup and existing is not None:
         result["backup_file"] = _backup(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".sparkprov-tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=".sparkprov-tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -229,8 +231,13 @@ def op_touch(path, mode=None, owner=None, group=None, mtime=None, atime=None):
     now = time.time()
     if mtime is not None or atime is not None:
         current = os.stat(path)
-        os.utime(path, (current.st_atime if atime == "preserve" else (atime or now),
-                        current.st_mtime if mtime == "preserve" else (mtime or now)))
+        os.utime(
+            path,
+            (
+                current.st_atime if atime == "preserve" else (atime or now),
+                current.st_mtime if mtime == "preserve" else (mtime or now),
+            ),
+        )
     else:
         os.utime(path, None)
     return {"path": path}
@@ -251,8 +258,10 @@ OPS = {
 def run_op(request):
     request = dict(request)
     name = request.pop("op")
+    if "path" in request:
+        request["path"] = os.path.expanduser(request["path"])  # '~' means the (become) user's home
     try:
-        return OPS[name](**request)
+        return OPS[name](**request)  # type: ignore[operator]
     except OSError as exc:
         message = exc.strerror or str(exc)
         if exc.errno == errno_codes.ENOSPC:

@@ -87,9 +87,13 @@ class LocalConnection(Connection):
             raise CommandTimeout(f"command {argv[0]!r}", timeout or 0) from None
         except FileNotFoundError as exc:
             missing = cwd if cwd and not os.path.isdir(cwd) else argv[0]
-            return CommandResult(tuple(argv), 127, "", f"{missing}: {exc.strerror}", time.monotonic() - started)
+            return CommandResult(
+                tuple(argv), 127, "", f"{missing}: {exc.strerror}", time.monotonic() - started
+            )
         except PermissionError as exc:
-            return CommandResult(tuple(argv), 126, "", f"{argv[0]}: {exc.strerror}", time.monotonic() - started)
+            return CommandResult(
+                tuple(argv), 126, "", f"{argv[0]}: {exc.strerror}", time.monotonic() - started
+            )
         return CommandResult(
             tuple(argv),
             completed.returncode,
@@ -113,4 +117,4 @@ class LocalConnection(Connection):
                 f"file operations as '{become.user}' failed on {self.host_name}: "
                 f"{result.stderr.strip() or 'exit code ' + str(result.rc)}"
             )
-        return json.loads(result.stdout)  # type: ignore[no-any-return]
+        return json.loads(result.stdout)

@@ -56,13 +56,17 @@ def load_inputs(
         )
     play_vars_files = [_vars_files(play, playbook, extra_vars, problems) for play in playbook.plays]
     external = set(extra_vars) | {k for h in inventory.hosts.values() for k in inventory.host_vars(h)}
-    problems.extend(StaticChecker(playbook, external_vars=external, facts=ANSIBLE_FACT_NAMES).check(play_vars_files))
+    problems.extend(
+        StaticChecker(playbook, external_vars=external, facts=ANSIBLE_FACT_NAMES).check(play_vars_files)
+    )
     if problems:
         raise InputError(problems)
     return Prepared(playbook, inventory, extra_vars, play_vars_files)
 
 
-def _vars_files(play: Play, playbook: Playbook, extra_vars: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+def _vars_files(
+    play: Play, playbook: Playbook, extra_vars: dict[str, Any], problems: list[Problem]
+) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for name in play.vars_files:
         if is_template(name):
@@ -78,7 +82,9 @@ def _vars_files(play: Play, playbook: Playbook, extra_vars: dict[str, Any], prob
             merged.update(load_vars_file(path))
         except InputError as exc:
             problems.extend(
-                Problem(p.place, f"{p.message} (vars_files of play '{play.name}', {play.place})", p.key, p.hint)
+                Problem(
+                    p.place, f"{p.message} (vars_files of play '{play.name}', {play.place})", p.key, p.hint
+                )
                 for p in exc.problems
             )
     return merged

@@ -8,8 +8,11 @@ from typing import Any
 
 from sparkprov.modules.base import Diff
 from sparkprov.playbook.model import Play, Task
+from sparkprov.playbook.templating import UnknownResult
 
-NO_LOG_MESSAGE = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+NO_LOG_MESSAGE = (
+    "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+)
 
 
 class Status(str, enum.Enum):
@@ -36,13 +39,14 @@ class ItemResult:
     data: dict[str, Any] = field(default_factory=dict)
     item: Any = None
     label: str | None = None
-    pending: bool = False  # plan mode: the change is predicted, not made
+    pending: bool = False  # plan mode: a change is predicted (counts as pending)
+    predicted: bool = False  # plan mode: the module did not really run, so its outputs are unknown
     attempts: int = 1
     duration_s: float = 0.0
 
-    def registered(self) -> dict[str, Any]:
-        """The value Ansible would `register` for this result."""
-        value = dict(self.data)
+    def registered(self, name: str = "") -> dict[str, Any]:
+        """The value Ansible would `register` for this result (outputs unknown when only planned)."""
+        value: dict[str, Any] = UnknownResult(name, self.data) if self.predicted else dict(self.data)
         value.update(
             changed=self.status is Status.CHANGED,
             failed=self.status is Status.FAILED,
@@ -80,26 +84,47 @@ class TaskResult:
         return [d for item in self.items for d in item.diffs]
 
     def registered(self) -> dict[str, Any]:
+        name = self.task.register or self.task.name
         if not self.looped:
-            return self.items[0].registered() if self.items else {"skipped": True, "changed": False}
-        results = [i.registered() for i in self.items]
+            return self.items[0].registered(name) if self.items else {"skipped": True, "changed": False}
+        results = [i.registered(name) for i in self.items]
         return {
             "results": results,
             "changed": any(r["changed"] for r in results),
             "failed": any(r["failed"] for r in results),
             "skipped": bool(results) and all(r["skipped"] for r in results),
-            "msg": "All items completed" if not any(r["failed"] for r in results) else "One or more items failed",
+            "msg": "All items completed"
+            if not any(r["failed"] for r in results)
+            else "One or more items failed",
         }
 
     def censored(self) -> TaskResult:
         """The shape shown to people and written to reports for `no_log` tasks."""
         items = [
-            ItemResult(i.status, NO_LOG_MESSAGE, [], {"censored": NO_LOG_MESSAGE}, None, None, i.pending,
-                       i.attempts, i.duration_s)
+            ItemResult(
+                i.status,
+                NO_LOG_MESSAGE,
+                [],
+                {"censored": NO_LOG_MESSAGE},
+                None,
+                None,
+                i.pending,
+                attempts=i.attempts,
+                duration_s=i.duration_s,
+            )
             for i in self.items
         ]
-        return TaskResult(self.task, self.host, self.status, items, self.looped, self.handler, self.ignored,
-                          NO_LOG_MESSAGE if self.msg else "", self.duration_s)
+        return TaskResult(
+            self.task,
+            self.host,
+            self.status,
+            items,
+            self.looped,
+            self.handler,
+            self.ignored,
+            NO_LOG_MESSAGE if self.msg else "",
+            self.duration_s,
+        )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from sparkprov import __version__
 from sparkprov.connection.base import Connection, HostUnreachable
+from sparkprov.executor.overlay import PlannedConnection
 from sparkprov.executor.results import HostStats, ItemResult, Mode, PlayRun, RunResult, Status, TaskResult
 from sparkprov.executor.task import OMIT, TaskRunner, TaskSettings
 from sparkprov.inventory import Host, Inventory
@@ -165,7 +166,12 @@ class Runner:
                 abort.set()  # every host of the batch failed: nothing left to run the play on
 
     def _run_batch(
-        self, play: Play, play_run: PlayRun, batch: list[str], hosts: list[str], files_vars: dict[str, Any],
+        self,
+        play: Play,
+        play_run: PlayRun,
+        batch: list[str],
+        hosts: list[str],
+        files_vars: dict[str, Any],
         abort: threading.Event,
     ) -> int:
         def work(host: str) -> bool:
@@ -194,11 +200,20 @@ class Runner:
         conn = self._connections.get(host.name)
         if conn is None:
             conn = self.connect(host)
+            if self.options.mode is not Mode.APPLY:
+                conn = PlannedConnection(conn)
             self._connections[host.name] = conn
         return conn
 
-    def _scope(self, play: Play, host: Host, batch: list[str], hosts: list[str], files_vars: dict[str, Any],
-               conn: Connection) -> Scope:
+    def _scope(
+        self,
+        play: Play,
+        host: Host,
+        batch: list[str],
+        hosts: list[str],
+        files_vars: dict[str, Any],
+        conn: Connection,
+    ) -> Scope:
         runtime = self._runtime_vars.setdefault(host.name, {})
         layers: list[Mapping[str, Any]] = [
             self.options.extra_vars,
@@ -241,8 +256,16 @@ class Runner:
             "omit": OMIT,
         }
 
-    def _run_host(self, play: Play, play_run: PlayRun, name: str, batch: list[str], hosts: list[str],
-                  files_vars: dict[str, Any], abort: threading.Event) -> bool:
+    def _run_host(
+        self,
+        play: Play,
+        play_run: PlayRun,
+        name: str,
+        batch: list[str],
+        hosts: list[str],
+        files_vars: dict[str, Any],
+        abort: threading.Event,
+    ) -> bool:
         """Run the play's tasks and handlers on one host; False when the host failed."""
         host = self.inventory.hosts[name]
         try:
@@ -276,8 +299,18 @@ class Runner:
                 return False
         return self._flush_handlers(play, play_run, runner, name, scope, notified)
 
-    def _step(self, play: Play, play_run: PlayRun, runner: TaskRunner, task: Task, name: str, scope: Scope,
-              notified: list[str], *, handler: bool) -> tuple[bool, Scope]:
+    def _step(
+        self,
+        play: Play,
+        play_run: PlayRun,
+        runner: TaskRunner,
+        task: Task,
+        name: str,
+        scope: Scope,
+        notified: list[str],
+        *,
+        handler: bool,
+    ) -> tuple[bool, Scope]:
         try:
             result = runner.run(task, name, scope, handler=handler)
         except HostUnreachable as exc:
@@ -302,14 +335,16 @@ class Runner:
                 runtime.update(facts)
                 updated = True
         # A fresh Scope drops renders cached from the old values.
-        return Scope(scope._layers) if updated else scope  # noqa: SLF001
+        return Scope(scope._layers) if updated else scope
 
-    def _flush_handlers(self, play: Play, play_run: PlayRun, runner: TaskRunner, name: str, scope: Scope,
-                        notified: list[str]) -> bool:
+    def _flush_handlers(
+        self, play: Play, play_run: PlayRun, runner: TaskRunner, name: str, scope: Scope, notified: list[str]
+    ) -> bool:
         done: set[int] = set()
         while True:
             pending = [
-                (i, h) for i, h in enumerate(play.handlers)
+                (i, h)
+                for i, h in enumerate(play.handlers)
                 if i not in done and (h.name in notified or any(topic in notified for topic in h.listen))
             ]
             if not pending or self.stop.is_set():
@@ -320,12 +355,12 @@ class Runner:
                 if not ok:
                     return False
 
-    def _unreachable(self, play_run: PlayRun, play: Play, host: str, message: str, task: Task | None = None) -> None:
+    def _unreachable(
+        self, play_run: PlayRun, play: Play, host: str, message: str, task: Task | None = None
+    ) -> None:
         self._dead_hosts.add(host)
         target = task or (play.tasks[0] if play.tasks else None)
         if target is None:
             return
         item = ItemResult(Status.UNREACHABLE, message)
         self._record(play_run, TaskResult(target, host, Status.UNREACHABLE, [item], msg=message))
-
-

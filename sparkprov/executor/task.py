@@ -13,12 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from sparkprov.connection.base import Become, CommandTimeout, Connection
+from sparkprov.executor.overlay import PlannedConnection, is_file_ops
 from sparkprov.executor.results import ItemResult, Status, TaskResult
 from sparkprov.modules import get_module
 from sparkprov.modules.base import Module, ModuleFailure, Outcome, TaskContext
 from sparkprov.playbook.model import Task
 from sparkprov.playbook.schema import validate
-from sparkprov.playbook.templating import Scope, TemplateError, evaluate_condition, render, truthy
+from sparkprov.playbook.templating import (
+    KnownAfterApply,
+    Scope,
+    TemplateError,
+    evaluate_condition,
+    render,
+    truthy,
+)
 
 OMIT = "__omit_place_holder__sparkprov"
 
@@ -108,10 +116,21 @@ class TaskRunner:
         task_scope = scope.child(task_vars) if task_vars else scope
         try:
             items = loop_items(task, task_scope)
-        except TaskFailure as exc:
-            failed = ItemResult(Status.FAILED, str(exc))
-            return TaskResult(task, host, Status.FAILED, [failed], handler=handler, msg=str(exc),
-                              duration_s=time.monotonic() - started)
+        except (TaskFailure, KnownAfterApply) as exc:
+            only = (
+                self._known_after_apply(task, exc)
+                if isinstance(exc, KnownAfterApply)
+                else (ItemResult(Status.FAILED, str(exc)))
+            )
+            return TaskResult(
+                task,
+                host,
+                only.status,
+                [only],
+                handler=handler,
+                msg=only.msg,
+                duration_s=time.monotonic() - started,
+            )
         if items is None:
             results = [self._run_item(task, task_scope)]
         else:
@@ -126,9 +145,17 @@ class TaskRunner:
                 results.append(result)
         status = _overall(results)
         msg = results[0].msg if len(results) == 1 else ""
-        return TaskResult(task, host, status, results, looped=items is not None, handler=handler, msg=msg,
-                          ignored=status is Status.FAILED and self._ignored(task, task_scope),
-                          duration_s=time.monotonic() - started)
+        return TaskResult(
+            task,
+            host,
+            status,
+            results,
+            looped=items is not None,
+            handler=handler,
+            msg=msg,
+            ignored=status is Status.FAILED and self._ignored(task, task_scope),
+            duration_s=time.monotonic() - started,
+        )
 
     @staticmethod
     def _label(task: Task, scope: Scope, item: Any) -> str:
@@ -150,14 +177,25 @@ class TaskRunner:
         started = time.monotonic()
         try:
             if task.when and not evaluate_condition(task.when, scope):
-                return ItemResult(Status.SKIPPED, "Conditional result was False", data={"skip_reason": "when"})
+                return ItemResult(
+                    Status.SKIPPED, "Conditional result was False", data={"skip_reason": "when"}
+                )
             result = self._attempts(task, scope)
         except TaskFailure as exc:
             result = ItemResult(Status.FAILED, str(exc))
+        except KnownAfterApply as exc:
+            result = self._known_after_apply(task, exc)
         except TemplateError as exc:
             result = ItemResult(Status.FAILED, str(_template_failure(exc, task, "a condition")))
         result.duration_s = time.monotonic() - started
         return result
+
+    @staticmethod
+    def _known_after_apply(task: Task, exc: KnownAfterApply) -> ItemResult:
+        msg = f"known after apply: uses '{exc.register}.{exc.key}', the output of a task plan does not run"
+        if get_module(task.module).controller_only:
+            return ItemResult(Status.OK, msg, predicted=True)
+        return ItemResult(Status.CHANGED, msg, pending=True, predicted=True)
 
     def _attempts(self, task: Task, scope: Scope) -> ItemResult:
         module = get_module(task.module)
@@ -166,7 +204,7 @@ class TaskRunner:
         for attempt in range(1, attempts + 1):
             result = self._once(task, module, scope)
             result.attempts = attempt
-            if not task.until or result.pending:
+            if not task.until or result.predicted:
                 return result
             check_scope = scope.child({task.register: result.registered()} if task.register else {})
             if result.status is not Status.FAILED and evaluate_condition(task.until, check_scope):
@@ -201,12 +239,18 @@ class TaskRunner:
             raise _template_failure(exc, task, "the module arguments") from None
         args = {k: v for k, v in args.items() if v != OMIT}
         problems = validate(
-            args, f"modules/{task.module}", root=None, base_path=[], fallback=task.place,
+            args,
+            f"modules/{task.module}",
+            root=None,
+            base_path=[],
+            fallback=task.place,
             what=f"module '{task.module}' of task '{task.name}'",
         )
         if problems:
-            raise TaskFailure("; ".join(f"{p.message}{' (' + p.hint + ')' if p.hint else ''}" for p in problems)
-                              + f" [{task.place}]")
+            raise TaskFailure(
+                "; ".join(f"{p.message}{' (' + p.hint + ')' if p.hint else ''}" for p in problems)
+                + f" [{task.place}]"
+            )
         return args
 
     def _once(self, task: Task, module: Module, scope: Scope) -> ItemResult:
@@ -222,6 +266,8 @@ class TaskRunner:
                 outcome, pending = module.unchanged(args, ctx), False
             elif check_only:
                 outcome, pending = module.predicted(change, args), True
+                if isinstance(ctx.conn, PlannedConnection) and is_file_ops(change.payload):
+                    ctx.conn.record(change.payload, become=ctx.become)
             else:
                 outcome, pending = module.apply(change, ctx), False
         except ModuleFailure as exc:
@@ -231,10 +277,14 @@ class TaskRunner:
         diffs = change.diffs if change is not None and self.settings.want_diff else []
         return self._overrides(task, scope, outcome, pending, diffs)
 
-    def _overrides(self, task: Task, scope: Scope, outcome: Outcome, pending: bool, diffs: list[Any]) -> ItemResult:
+    def _overrides(
+        self, task: Task, scope: Scope, outcome: Outcome, pending: bool, diffs: list[Any]
+    ) -> ItemResult:
         """Apply changed_when / failed_when, which see the result under its `register` name."""
         status = Status.FAILED if outcome.failed else (Status.CHANGED if outcome.changed else Status.OK)
-        result = ItemResult(status, outcome.msg, diffs, dict(outcome.data), pending=pending)
+        result = ItemResult(
+            status, outcome.msg, diffs, dict(outcome.data), pending=pending, predicted=pending
+        )
         if task.changed_when is None and task.failed_when is None:
             return result
         if pending:
@@ -246,13 +296,13 @@ class TaskRunner:
         check_scope = scope.child({task.register: result.registered()} if task.register else {})
         if task.failed_when is not None:
             failed = evaluate_condition(task.failed_when, check_scope)  # a list means all must hold
-            result.status = Status.FAILED if failed else (
-                Status.CHANGED if outcome.changed else Status.OK
-            )
+            result.status = Status.FAILED if failed else (Status.CHANGED if outcome.changed else Status.OK)
             if not failed and outcome.failed:
                 result.msg = ""
         if task.changed_when is not None and result.status is not Status.FAILED:
-            result.status = Status.CHANGED if evaluate_condition(task.changed_when, check_scope) else Status.OK
+            result.status = (
+                Status.CHANGED if evaluate_condition(task.changed_when, check_scope) else Status.OK
+            )
         return result
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -44,8 +44,8 @@ def canonical_name(written: str) -> str | None:
     return name if name in _MODULES else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_module(name: str) -> Module:
     module_path, class_name = _MODULES[name].split(":")
     cls = getattr(import_module(module_path), class_name)
-    return cls()  # type: ignore[no-any-return]
+    return cls()

@@ -112,10 +112,13 @@ def _as_text(data: bytes) -> str | None:
         return None
 
 
-def content_diff(ctx: TaskContext, path: str, state: FileState, new: bytes) -> Diff:
-    before = b""
-    if state.exists and state.type == "file" and ctx.want_diff and (state.size or 0) <= MAX_DIFF_BYTES:
-        before = ctx.conn.get(path, become=ctx.become)
+def content_diff(
+    ctx: TaskContext, path: str, state: FileState, new: bytes, before: bytes | None = None
+) -> Diff:
+    if before is None:
+        before = b""
+        if state.exists and state.type == "file" and ctx.want_diff and (state.size or 0) <= MAX_DIFF_BYTES:
+            before = ctx.conn.get(path, become=ctx.become)
     old_text, new_text = _as_text(before), _as_text(new)
     if old_text is None or new_text is None:
         return Diff(path, f"<binary or large file, sha256 {state.sha256 or '-'}>\n", f"<{len(new)} bytes>\n")
@@ -131,8 +134,10 @@ def plan_write(
     state: FileState,
     backup: bool = False,
     force: bool = True,
+    before: bytes | None = None,
 ) -> Change | None:
-    """The change that makes `path` hold `data` with `attrs`, given its current `state`."""
+    """The change that makes `path` hold `data` with `attrs`, given its current `state` (and, when
+    the caller already read it, its current content `before`)."""
     if state.type == "directory":
         raise ModuleFailure(f"{path} is a directory; give the full file name as destination")
     if state.exists and (state.sha256 == sha256(data) or not force):
@@ -154,7 +159,9 @@ def plan_write(
     }
     verb = "update" if state.exists else "create"
     summary = f"{verb} {path} ({len(data)} bytes{', mode ' + mode_text(mode) if mode is not None else ''})"
-    return Change(summary, [content_diff(ctx, path, state, data)], [write], {"path": path, "dest": path})
+    return Change(
+        summary, [content_diff(ctx, path, state, data, before)], [write], {"path": path, "dest": path}
+    )
 
 
 def _b64(data: bytes) -> str:

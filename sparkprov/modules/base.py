@@ -31,7 +31,9 @@ class Diff:
             fromfile=f"before: {self.path}",
             tofile=f"after: {self.path}",
         )
-        return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+        return "".join(
+            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+        )
 
 
 @dataclass

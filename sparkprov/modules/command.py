@@ -19,7 +19,9 @@ def _exists(ctx: TaskContext, pattern: str) -> bool:
     if any(ch in pattern for ch in "*?["):
         script = 'for p in "$@"; do [ -e "$p" ] && exit 0; done; exit 1'
         # The shell expands the (quoted-in) pattern as a glob on the host; nothing else is evaluated.
-        result = ctx.conn.run(["/bin/sh", "-c", f"set -- {_glob_words(pattern)}; {script}"], become=ctx.become)
+        result = ctx.conn.run(
+            ["/bin/sh", "-c", f"set -- {_glob_words(pattern)}; {script}"], become=ctx.become
+        )
         return result.rc == 0
     return ctx.conn.stat(pattern, become=ctx.become).exists
 

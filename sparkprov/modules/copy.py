@@ -58,7 +58,9 @@ class CopyModule(Module):
     def _single(
         self, ctx: TaskContext, args: dict[str, Any], dest: str, data: bytes, source: Path | None
     ) -> Change | None:
-        state, parent = ctx.conn.stat_many([dest, os.path.dirname(dest.rstrip("/")) or "/"], checksum=True, become=ctx.become)
+        state, parent = ctx.conn.stat_many(
+            [dest, os.path.dirname(dest.rstrip("/")) or "/"], checksum=True, become=ctx.become
+        )
         if state.type == "directory" or (state.type == "link" and dest.endswith("/")):
             if source is None:
                 raise ModuleFailure(f"cannot write 'content' to {dest}: it is a directory; give a file name")
@@ -70,8 +72,13 @@ class CopyModule(Module):
                 hint="create it first with a 'file: state=directory' task",
             )
         return plan_write(
-            ctx, dest, data, self._attrs(args, source), state=state,
-            backup=bool(args.get("backup")), force=args.get("force", True),
+            ctx,
+            dest,
+            data,
+            self._attrs(args, source),
+            state=state,
+            backup=bool(args.get("backup")),
+            force=args.get("force", True),
         )
 
     @staticmethod
@@ -92,8 +99,13 @@ class CopyModule(Module):
         changes = [self._mkdir(path, state, args) for path, state in dir_states.items() if not state.exists]
         for path, target, state in zip(files, targets, states[len(dirs) :]):
             change = plan_write(
-                ctx, target, path.read_bytes(), self._attrs(args, path), state=state,
-                backup=bool(args.get("backup")), force=args.get("force", True),
+                ctx,
+                target,
+                path.read_bytes(),
+                self._attrs(args, path),
+                state=state,
+                backup=bool(args.get("backup")),
+                force=args.get("force", True),
             )
             if change is not None:
                 changes.append(change)
@@ -102,5 +114,11 @@ class CopyModule(Module):
     @staticmethod
     def _mkdir(path: str, state: FileState, args: dict[str, Any]) -> Change:
         mode = parse_mode(args.get("directory_mode"), None, True)
-        op = {"op": "mkdir", "path": path, "owner": args.get("owner"), "group": args.get("group"), "mode": mode}
+        op = {
+            "op": "mkdir",
+            "path": path,
+            "owner": args.get("owner"),
+            "group": args.get("group"),
+            "mode": mode,
+        }
         return Change(f"create directory {path}", [Diff(path, "state: absent\n", "state: directory\n")], [op])

@@ -85,13 +85,20 @@ class FileModule(Module):
             differences.update(self._tree_differences(path, attrs, ctx))
         if not differences:
             return None
-        op = {"op": "attrs", "path": path, "recurse": recurse, **attrs.op_args(state.mode, state.type == "directory")}
+        op = {
+            "op": "attrs",
+            "path": path,
+            "recurse": recurse,
+            **attrs.op_args(state.mode, state.type == "directory"),
+        }
         summary = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in differences.items())
         return Change(f"{path}: {summary}", [attrs_diff(path, differences)], [op])
 
     @staticmethod
     def _tree_differences(path: str, attrs: Attrs, ctx: TaskContext) -> dict[str, tuple[str, str]]:
-        result = ctx.conn.run(["find", path, "-mindepth", "1", "-print0"], become=ctx.become, timeout=ctx.timeout)
+        result = ctx.conn.run(
+            ["find", path, "-mindepth", "1", "-print0"], become=ctx.become, timeout=ctx.timeout
+        )
         children = [p for p in result.stdout.split("\0") if p]
         for child in ctx.conn.stat_many(children, become=ctx.become):
             differences = attrs.differences(child)
@@ -107,7 +114,10 @@ class FileModule(Module):
             return self._attributes(args, state, ctx)
         op = {"op": "touch", "path": path, **attrs.op_args(state.mode, False)}
         if mtime or atime:
-            op.update(mtime="preserve" if mtime == "preserve" else None, atime="preserve" if atime == "preserve" else None)
+            op.update(
+                mtime="preserve" if mtime == "preserve" else None,
+                atime="preserve" if atime == "preserve" else None,
+            )
         before = f"state: {state.type}\n"
         verb = "update times of" if state.exists else "create empty file"
         return Change(f"{verb} {path}", [Diff(path, before, "state: touch\n")], [op])
@@ -127,7 +137,9 @@ class FileModule(Module):
         elif state.type == "link" and state.link_target == src:
             return None
         if state.exists and state.type not in ("link", "file") and not args.get("force"):
-            raise ModuleFailure(f"{path} exists and is a {state.type}; set 'force: true' to replace it with a link")
+            raise ModuleFailure(
+                f"{path} exists and is a {state.type}; set 'force: true' to replace it with a link"
+            )
         kind = "hard link" if hard else "symlink"
         before = f"{state.type}{' -> ' + state.link_target if state.link_target else ''}\n"
         op = {"op": "link", "path": path, "src": src, "hard": hard, "force": bool(args.get("force"))}

@@ -43,8 +43,13 @@ class TemplateModule(Module):
             dest = os.path.join(dest, source.name.removesuffix(".j2"))
             state = ctx.conn.stat(dest, checksum=True, become=ctx.become)
         return plan_write(
-            ctx, dest, text.encode("utf-8"), Attrs.from_args(args), state=state,
-            backup=bool(args.get("backup")), force=args.get("force", True),
+            ctx,
+            dest,
+            text.encode("utf-8"),
+            Attrs.from_args(args),
+            state=state,
+            backup=bool(args.get("backup")),
+            force=args.get("force", True),
         )
 
     def apply(self, change: Change, ctx: TaskContext) -> Outcome:

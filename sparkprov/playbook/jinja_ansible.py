@@ -154,7 +154,7 @@ def _represent_undefined(dumper: yaml.SafeDumper, data: jinja2.Undefined) -> Any
 
 
 _YamlDumper.add_multi_representer(str, yaml.representer.SafeRepresenter.represent_str)
-_YamlDumper.add_multi_representer(Mapping, lambda d, data: d.represent_dict(dict(data)))
+_YamlDumper.add_multi_representer(Mapping, lambda d, data: d.represent_dict(dict(data)))  # type: ignore[type-abstract]
 _YamlDumper.add_representer(tuple, yaml.representer.SafeRepresenter.represent_list)
 _YamlDumper.add_multi_representer(jinja2.Undefined, _represent_undefined)
 

@@ -60,7 +60,16 @@ def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[
     problems.extend(found)
     if found:
         return None
-    kinds = (("tasks", "task"), ("handlers", "handler"), ("verify", "verification step"))
+    if raw.get("verify"):
+        problems.append(
+            Problem(
+                place_of(root, [*path, "verify"], key=True) or place,
+                "this version of sparkprov has no verification steps yet, so 'verify' cannot run",
+                key="verify",
+                hint="remove the 'verify' section, or check it with tasks (command + failed_when, assert)",
+            )
+        )
+    kinds = (("tasks", "task"), ("handlers", "handler"))
     parsed: dict[str, tuple[Task, ...]] = {}
     for key, kind in kinds:
         items = []
@@ -78,7 +87,7 @@ def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[
         vars_files=_as_tuple(raw.get("vars_files")),
         tasks=parsed["tasks"],
         handlers=parsed["handlers"],
-        verify=parsed["verify"],
+        verify=(),
         become=raw.get("become", False),
         become_user=raw.get("become_user", "root"),
         gather_facts=raw.get("gather_facts", True),
@@ -188,7 +197,9 @@ def parse_task(
         )
     if len(known) > 1:
         problems.append(
-            Problem(place, f"{label} has more than one module: {', '.join(known)}", hint="split it in two tasks")
+            Problem(
+                place, f"{label} has more than one module: {', '.join(known)}", hint="split it in two tasks"
+            )
         )
     if len(known) != 1 or len(known) != len(module_keys):
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from sparkprov.errors import Place, Problem
@@ -35,7 +35,7 @@ def closest(word: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> Any:
     from referencing import Registry, Resource
 
@@ -47,14 +47,14 @@ def _registry() -> Any:
     return Registry().with_resources(resources)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """`name` is a path under schemas/ without .json, e.g. 'play' or 'modules/copy'."""
     path = data_dir("schemas") / f"{name}.json"
-    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str) -> Any:
     from jsonschema import Draft202012Validator
 
@@ -154,8 +154,15 @@ def _describe(
     if error.validator == "enum":
         options = ", ".join(repr(o) for o in error.schema["enum"])
         suggestion = closest(str(value), [str(o) for o in error.schema["enum"]])
-        hint = f"did you mean '{suggestion}'?" if suggestion else None
-        return [Problem(place, f"{subject} in {what} must be one of {options}, got {value!r}", key=label, hint=hint)]
+        enum_hint = f"did you mean '{suggestion}'?" if suggestion else None
+        return [
+            Problem(
+                place,
+                f"{subject} in {what} must be one of {options}, got {value!r}",
+                key=label,
+                hint=enum_hint,
+            )
+        ]
     if error.validator in ("anyOf", "oneOf") and "x-expected" in error.schema:
         return [
             Problem(

@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -50,7 +50,14 @@ MAGIC_VARS = frozenset(
 )
 # What Ansible defines while a template file renders (template_path...).
 TEMPLATE_VARS = frozenset(
-    {"ansible_managed", "template_path", "template_fullpath", "template_destpath", "template_host", "template_uid"}
+    {
+        "ansible_managed",
+        "template_path",
+        "template_fullpath",
+        "template_destpath",
+        "template_host",
+        "template_uid",
+    }
 )
 _GUARD_FILTERS = ("default", "d", "mandatory")
 _GUARD_TESTS = ("defined", "undefined")
@@ -169,12 +176,22 @@ class StaticChecker:
             for name in task.notify:
                 if name not in known and not is_template(name):
                     suggestion = closest(name, known)
-                    hint = f"did you mean '{suggestion}'?" if suggestion else (
-                        f"defined handlers: {', '.join(sorted(known))}" if known else "add a 'handlers:' section"
+                    hint = (
+                        f"did you mean '{suggestion}'?"
+                        if suggestion
+                        else (
+                            f"defined handlers: {', '.join(sorted(known))}"
+                            if known
+                            else "add a 'handlers:' section"
+                        )
                     )
                     self.problems.append(
-                        Problem(task.place, f"task '{task.name}' notifies handler '{name}', which is not defined",
-                                key=name, hint=hint)
+                        Problem(
+                            task.place,
+                            f"task '{task.name}' notifies handler '{name}', which is not defined",
+                            key=name,
+                            hint=hint,
+                        )
                     )
 
     def _check_variables(self, play: Play, files_vars: dict[str, Any]) -> None:
@@ -199,11 +216,15 @@ class StaticChecker:
             if task.module == "template" and not is_template(task.args.get("src", "")):
                 self._check_template_file(task, task_known | TEMPLATE_VARS)
 
-    def _report_unknown(self, source: str, known: set[str] | frozenset[str], place: Place, where: str) -> None:
+    def _report_unknown(
+        self, source: str, known: set[str] | frozenset[str], place: Place, where: str
+    ) -> None:
         try:
             names = unguarded_names(source)
         except jinja2.TemplateSyntaxError as exc:
-            self.problems.append(Problem(place, f"template syntax error in {where}: {exc.message} in {source!r}"))
+            self.problems.append(
+                Problem(place, f"template syntax error in {where}: {exc.message} in {source!r}")
+            )
             return
         for name in sorted(names - known):
             self.problems.append(self._undefined(name, known, place, where))
@@ -215,12 +236,16 @@ class StaticChecker:
         hint += f"define it in the play's vars, a vars file, the inventory, or pass -e {name}=..."
         return Problem(place, f"undefined variable '{name}' in {where}", key=name, hint=hint)
 
-    def _check_template_file(self, task: Task, known: set[str]) -> None:
+    def _check_template_file(self, task: Task, known: AbstractSet[str]) -> None:
         path, tried = locate_source((self.playbook.directory,), task.args["src"], "templates")
         if path is None:
             self.problems.append(
-                Problem(task.place, f"template '{task.args['src']}' of task '{task.name}' not found",
-                        key="src", hint=f"looked in: {', '.join(tried)}")
+                Problem(
+                    task.place,
+                    f"template '{task.args['src']}' of task '{task.name}' not found",
+                    key="src",
+                    hint=f"looked in: {', '.join(tried)}",
+                )
             )
             return
         try:
@@ -231,12 +256,16 @@ class StaticChecker:
         try:
             names = unguarded_names(source)
         except jinja2.TemplateSyntaxError as exc:
-            self.problems.append(Problem(Place(str(path), exc.lineno), f"template syntax error: {exc.message}"))
+            self.problems.append(
+                Problem(Place(str(path), exc.lineno), f"template syntax error: {exc.message}")
+            )
             return
         for name in sorted(names - known):
             line = _first_line_using(source, name)
             self.problems.append(
-                self._undefined(name, known, Place(str(path), line), f"template used by task '{task.name}' ({task.place})")
+                self._undefined(
+                    name, known, Place(str(path), line), f"template used by task '{task.name}' ({task.place})"
+                )
             )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,26 @@ class TemplateError(Exception):
         super().__init__(message)
         self.variable = variable
         self.source = source
+
+
+class KnownAfterApply(Exception):
+    """A plan evaluated a value that only exists once a pending task has really run."""
+
+    def __init__(self, register: str, key: str) -> None:
+        super().__init__(f"'{register}.{key}' is known after apply")
+        self.register = register
+        self.key = key
+
+
+class UnknownResult(dict):
+    """The registered result of a task that plan did not run: what it would return is unknown."""
+
+    def __init__(self, register: str, known: dict[str, Any]) -> None:
+        super().__init__(known)
+        self.register = register
+
+    def __missing__(self, key: str) -> Any:
+        raise KnownAfterApply(self.register, key)
 
 
 def is_template(value: Any) -> bool:
@@ -70,7 +90,7 @@ def _make_environment(*, trim_blocks: bool, lstrip_blocks: bool) -> jinja2.Envir
     return env
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment(*, trim_blocks: bool = True, lstrip_blocks: bool = False) -> jinja2.Environment:
     return _make_environment(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
 
@@ -163,7 +183,7 @@ class _ScopeWithGlobals(Mapping[str, Any]):
 
 def _context(template: jinja2.Template, scope: Mapping[str, Any]) -> Context:
     # shared=True makes Jinja use our mapping as is instead of copying every variable into a dict.
-    return template.new_context(_ScopeWithGlobals(scope, template.globals), shared=True)
+    return template.new_context(_ScopeWithGlobals(scope, template.globals), shared=True)  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=4096)
@@ -181,12 +201,15 @@ def _run(template: jinja2.Template, scope: Mapping[str, Any], *, native: bool, s
         if native:
             for _ in template.root_render_func(context):
                 pass
-            return context.vars["__value__"]
-        return template.environment.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+            value = context.vars["__value__"]
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+            return value
+        return template.environment.concat(template.root_render_func(context))
     except jinja2.UndefinedError as exc:
         name = undefined_name(exc)
         raise TemplateError(f"{exc} in '{source}'", variable=name, source=source) from None
-    except TemplateError:
+    except (TemplateError, KnownAfterApply):
         raise
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{exc} in '{source}'", source=source) from None
@@ -246,7 +269,9 @@ def _file_template(path: str, mtime: float, trim_blocks: bool, lstrip_blocks: bo
     return env.from_string(source)
 
 
-def load_file_template(path: Path, *, trim_blocks: bool = True, lstrip_blocks: bool = False) -> jinja2.Template:
+def load_file_template(
+    path: Path, *, trim_blocks: bool = True, lstrip_blocks: bool = False
+) -> jinja2.Template:
     """Compile a template file (cached while the file is unchanged)."""
     return _file_template(str(path), path.stat().st_mtime, trim_blocks, lstrip_blocks)
 

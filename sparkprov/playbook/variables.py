@@ -37,7 +37,7 @@ def _parse_pairs(value: str, where: str) -> dict[str, Any]:
             raise InputError.single(
                 Place(where),
                 f"expected KEY=VALUE, got {token!r}",
-                hint="use -e name=value, -e @file.yml or -e '{\"name\": \"value\"}'",
+                hint='use -e name=value, -e @file.yml or -e \'{"name": "value"}\'',
             )
         pairs[key] = raw  # Ansible keeps key=value extra vars as strings
     return pairs
@@ -48,7 +48,8 @@ def _require_mapping(data: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InputError.single(
-            getattr(data, "place", Place(where)), f"variables must be a mapping of name: value, got {type(data).__name__}"
+            getattr(data, "place", Place(where)),
+            f"variables must be a mapping of name: value, got {type(data).__name__}",
         )
     return dict(data)
 

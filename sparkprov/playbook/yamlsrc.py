@@ -24,13 +24,13 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _BaseLoader = yaml.SafeLoader
 
 
-class YamlMap(dict):  # type: ignore[type-arg]
+class YamlMap(dict):
     place: Place
     key_places: dict[Any, Place]
     value_places: dict[Any, Place]
 
 
-class YamlSeq(list):  # type: ignore[type-arg]
+class YamlSeq(list):
     place: Place
     item_places: list[Place]
 
@@ -40,7 +40,7 @@ def _place(file: str, mark: Any) -> Place:
 
 
 def _located_loader(file: str, problems: list[Problem]) -> type:
-    class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    class Loader(_BaseLoader):
         def construct_located_map(self, node: yaml.MappingNode) -> Any:
             data = YamlMap()
             data.place = _place(file, node.start_mark)

@@ -16,7 +16,11 @@ def _gpus(facts: HostFacts) -> str:
         return "none"
     parts = []
     for gpu in facts.gpus:
-        memory = f"{gpu.memory_total_mib} MiB" if gpu.memory_total_mib is not None else (gpu.memory_note or "unknown")
+        memory = (
+            f"{gpu.memory_total_mib} MiB"
+            if gpu.memory_total_mib is not None
+            else (gpu.memory_note or "unknown")
+        )
         parts.append(f"{gpu.name} (driver {gpu.driver or '?'}, CUDA {gpu.cuda or '?'}, memory: {memory})")
     return "; ".join(parts)
 

@@ -37,7 +37,7 @@ def junit_xml(result: RunResult, masker: Masker) -> str:
                 skipped += 1
                 body = "<skipped/>"
             cases.append(
-                f'    <testcase classname={quoteattr(masker.text(play.play.name))} name={name} '
+                f"    <testcase classname={quoteattr(masker.text(play.play.name))} name={name} "
                 f'time="{shown.duration_s:.3f}">{body}</testcase>'
             )
     header = (
@@ -45,26 +45,40 @@ def junit_xml(result: RunResult, masker: Masker) -> str:
         f'skipped="{skipped}" hostname={quoteattr(socket.gethostname())} '
         f'timestamp="{time.strftime("%Y-%m-%dT%H:%M:%S")}">'
     )
-    return '<?xml version="1.0" encoding="utf-8"?>\n<testsuites>\n' + "\n".join([header, *cases]) + (
-        "\n  </testsuite>\n</testsuites>\n"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<testsuites>\n'
+        + "\n".join([header, *cases])
+        + ("\n  </testsuite>\n</testsuites>\n")
     )
 
 
 def markdown(result: RunResult, masker: Masker) -> str:
-    lines = [f"# sparkprov {result.mode.value}", "", f"Exit code: {result.exit_code()}", "", "## Recap", "",
-             "| host | ok | changed | failed | skipped | unreachable |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# sparkprov {result.mode.value}",
+        "",
+        f"Exit code: {result.exit_code()}",
+        "",
+        "## Recap",
+        "",
+        "| host | ok | changed | failed | skipped | unreachable |",
+        "|---|---|---|---|---|---|",
+    ]
     for host, s in result.stats.items():
         lines.append(f"| {host} | {s.ok} | {s.changed} | {s.failures} | {s.skipped} | {s.unreachable} |")
     pending = result.pending
     if pending:
         lines += ["", "## Pending changes", ""]
-        lines += [f"- `{r.host}` {r.task.name}: {r.items[0].msg if not r.task.no_log else 'hidden (no_log)'}"
-                  for r in pending]
+        lines += [
+            f"- `{r.host}` {r.task.name}: {r.items[0].msg if not r.task.no_log else 'hidden (no_log)'}"
+            for r in pending
+        ]
     failed = [r for p in result.plays for r in p.results if r.status in (Status.FAILED, Status.UNREACHABLE)]
     if failed:
         lines += ["", "## Failures", ""]
-        lines += [f"- `{r.host}` {r.task.name} ({r.task.place}): {r.msg if not r.task.no_log else 'hidden'}"
-                  for r in failed]
+        lines += [
+            f"- `{r.host}` {r.task.name} ({r.task.place}): {r.msg if not r.task.no_log else 'hidden'}"
+            for r in failed
+        ]
     return masker.text("\n".join(lines) + "\n")
 
 

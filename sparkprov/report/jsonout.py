@@ -79,7 +79,10 @@ def _plan(result: RunResult) -> list[dict[str, Any]]:
 def render_json(result: RunResult, masker: Masker) -> str:
     document = {
         "plays": [
-            {"play": {"name": run.play.name, "hosts": run.hosts, "path": str(run.play.place)}, "tasks": _tasks(run.results)}
+            {
+                "play": {"name": run.play.name, "hosts": run.hosts, "path": str(run.play.place)},
+                "tasks": _tasks(run.results),
+            }
             for run in result.plays
         ],
         "stats": {host: vars(stats) for host, stats in result.stats.items()},

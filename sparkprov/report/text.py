@@ -29,8 +29,15 @@ def _short(value: Any, limit: int = 80) -> str:
 class TextReporter:
     """Prints as results arrive; safe to call from the host threads."""
 
-    def __init__(self, mode: Mode, *, show_diff: bool, masker: Masker, stream: TextIO | None = None,
-                 colour: bool | None = None) -> None:
+    def __init__(
+        self,
+        mode: Mode,
+        *,
+        show_diff: bool,
+        masker: Masker,
+        stream: TextIO | None = None,
+        colour: bool | None = None,
+    ) -> None:
         self.mode = mode
         self.show_diff = show_diff
         self.masker = masker
@@ -67,25 +74,35 @@ class TextReporter:
             self._task_header(result.task, result.handler)
             if shown.looped:
                 for item in shown.items:
-                    self._line(item.status, shown.host, f"(item={_short(item.label)})", item.msg, item.pending)
+                    self._line(
+                        item.status, shown.host, f"(item={_short(item.label)})", item.msg, item.pending
+                    )
                     self._diffs(item.diffs)
                 if not shown.items:
                     self._line(Status.SKIPPED, shown.host, "(empty loop)", "", False)
             else:
                 item = shown.items[0]
-                self._line(item.status, shown.host, "", item.msg, item.pending)
+                self._line(
+                    item.status, shown.host, "", item.msg, item.pending, verbose=shown.task.module == "debug"
+                )
                 self._diffs(item.diffs)
             if shown.ignored:
                 self._echo("...ignoring", fg="cyan")
 
-    def _line(self, status: Status, host: str, item: str, msg: str, pending: bool) -> None:
+    def _line(
+        self, status: Status, host: str, item: str, msg: str, pending: bool, verbose: bool = False
+    ) -> None:
         word = "would change" if pending and status is Status.CHANGED else status.value
         if status is Status.FAILED:
             word = "fatal" if not item else "failed"
         line = f"{word}: [{host}]"
         if item:
             line += f" => {item}"
-        detail = msg if (pending or status in (Status.FAILED, Status.UNREACHABLE, Status.CHANGED)) else ""
+        detail = (
+            msg
+            if (pending or verbose or status in (Status.FAILED, Status.UNREACHABLE, Status.CHANGED))
+            else ""
+        )
         if detail:
             line += f" {'=>' if not item else '-'} {detail}"
         self._echo(line, fg=_COLOURS[status])
@@ -103,10 +120,13 @@ class TextReporter:
         self._echo("PLAY RECAP " + "*" * 50, bold=True)
         width = max((len(h) for h in result.stats), default=0)
         for host, stats in result.stats.items():
-            colour = "red" if stats.failures or stats.unreachable else ("yellow" if stats.changed else "green")
+            colour = (
+                "red" if stats.failures or stats.unreachable else ("yellow" if stats.changed else "green")
+            )
             self._echo(
-                f"{host.ljust(width)} : ok={stats.ok:<4} changed={stats.changed:<4} unreachable={stats.unreachable:<4} "
-                f"failed={stats.failures:<4} skipped={stats.skipped:<4} ignored={stats.ignored}",
+                f"{host.ljust(width)} : ok={stats.ok:<4} changed={stats.changed:<4} "
+                f"unreachable={stats.unreachable:<4} failed={stats.failures:<4} skipped={stats.skipped:<4} "
+                f"ignored={stats.ignored}",
                 fg=colour,
             )
         self._summary(result)
@@ -122,7 +142,8 @@ class TextReporter:
             return
         label = "Plan" if result.mode is Mode.PLAN else "Drift"
         self._echo(
-            f"{label}: {len(pending)} task(s) would change on {hosts} host(s). Run `sparkprov apply` to apply them.",
+            f"{label}: {len(pending)} task(s) would change on {hosts} host(s). "
+            "Run `sparkprov apply` to apply them.",
             fg="yellow",
             bold=True,
         )
