@@ -72,7 +72,8 @@ def _split_tags(values: tuple[str, ...]) -> frozenset[str]:
 
 
 def _masker() -> Masker:
-    from sparkprov.report.masking import Masker, secrets_from_environment
+    from sparkprov.report.masking import Masker
+    from sparkprov.secrets import secrets_from_environment
 
     return Masker(secrets_from_environment())
 
@@ -151,6 +152,7 @@ def _run(
         play_vars_files=prepared.play_vars_files,
         fact_names=ANSIBLE_FACT_NAMES,
         gather_facts=lambda conn: gather_host_facts(conn).as_ansible_facts(),
+        on_secret=masker.add,
     )
     result = runner.run()
     reporter.finished(result)

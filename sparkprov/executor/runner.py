@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from sparkprov import __version__
@@ -17,7 +18,8 @@ from sparkprov.executor.results import HostStats, ItemResult, Mode, PlayRun, Run
 from sparkprov.executor.task import OMIT, TaskRunner, TaskSettings
 from sparkprov.inventory import Host, Inventory
 from sparkprov.playbook.model import Play, Playbook, Task
-from sparkprov.playbook.templating import Scope
+from sparkprov.playbook.templating import KnownAfterApply, Scope, TemplateError
+from sparkprov.secrets import is_secret_name
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Observer(Protocol):
     def play_started(self, play: Play, hosts: list[str]) -> None: ...
 
     def task_finished(self, result: TaskResult) -> None: ...
+
+    def progress(self, host: str, task: Task, what: str, done: int, total: int | None) -> None: ...
 
 
 def task_selected(task: Task, play: Play, options: RunOptions) -> bool:
@@ -112,6 +116,7 @@ class Runner:
         play_vars_files: list[dict[str, Any]],
         fact_names: frozenset[str],
         gather_facts: Callable[[Connection], dict[str, Any]],
+        on_secret: Callable[[str], None] = lambda value: None,
     ) -> None:
         self.playbook = playbook
         self.inventory = inventory
@@ -128,6 +133,8 @@ class Runner:
         self._runtime_vars: dict[str, dict[str, Any]] = {}
         self._facts: dict[str, LazyFacts] = {}
         self._dead_hosts: set[str] = set()
+        # Values output must mask: variables named like secrets, and what modules register.
+        self.on_secret = on_secret
 
     def play_hosts(self, play: Play) -> list[str]:
         selected: list[str] = []
@@ -231,6 +238,16 @@ class Runner:
             layers.append(facts)
         return Scope(layers)
 
+    def _collect_secrets(self, scope: Scope) -> None:
+        for key in scope:
+            if is_secret_name(key):
+                try:
+                    value = scope[key]
+                except (TemplateError, KnownAfterApply):
+                    continue  # reported where it is used
+                if isinstance(value, str):
+                    self.on_secret(value)
+
     def _magic(self, play: Play, host: Host, batch: list[str], hosts: list[str]) -> dict[str, Any]:
         inventory = self.inventory
         return {
@@ -274,6 +291,7 @@ class Runner:
             self._unreachable(play_run, play, name, str(exc))
             return False
         scope = self._scope(play, host, batch, hosts, files_vars, conn)
+        self._collect_secrets(scope)
         runner = TaskRunner(
             TaskSettings(
                 conn=conn,
@@ -284,6 +302,8 @@ class Runner:
                 play_environment=play.environment,
                 search_dirs=(self.playbook.directory,),
                 extra_vars=frozenset(self.options.extra_vars),
+                progress=partial(self.observer.progress, name),
+                secret=self.on_secret,
             )
         )
         notified: list[str] = []
@@ -335,7 +355,7 @@ class Runner:
                 runtime.update(facts)
                 updated = True
         # A fresh Scope drops renders cached from the old values.
-        return Scope(scope._layers) if updated else scope
+        return scope.refreshed() if updated else scope
 
     def _flush_handlers(
         self, play: Play, play_run: PlayRun, runner: TaskRunner, name: str, scope: Scope, notified: list[str]

@@ -43,6 +43,8 @@ class TaskSettings:
     play_environment: dict[str, Any]
     search_dirs: tuple[Path, ...]
     extra_vars: frozenset[str] = frozenset()  # names set with -e: they beat task vars too
+    progress: Callable[[Task, str, int, int | None], None] = lambda task, what, done, total: None
+    secret: Callable[[str], None] = lambda value: None
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -230,6 +232,8 @@ class TaskRunner:
             want_diff=settings.want_diff,
             timeout=float(render(task.timeout, scope)) if task.timeout is not None else None,
             environment={str(k): str(v) for k, v in environment.items()},
+            progress=lambda what, done, total: settings.progress(task, what, done, total),
+            secret=settings.secret,
         )
 
     def _args(self, task: Task, scope: Scope) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,6 +57,14 @@ class Outcome:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+def _no_progress(what: str, done: int, total: int | None) -> None:
+    return None
+
+
+def _no_secret(value: str) -> None:
+    return None
+
+
 @dataclass
 class TaskContext:
     """Everything a module may use while checking or applying one task on one host."""
@@ -67,6 +76,10 @@ class TaskContext:
     want_diff: bool = True
     timeout: float | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    # Long operations report progress (what, done, total-or-None); the report layer draws it.
+    progress: Callable[[str, int, int | None], None] = _no_progress
+    # A module that handles a secret (a registry key, a token) registers it so output masks it.
+    secret: Callable[[str], None] = _no_secret
 
 
 class ModuleFailure(Exception):

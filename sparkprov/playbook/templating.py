@@ -111,6 +111,10 @@ class Scope(Mapping[str, Any]):
     def child(self, overlay: Mapping[str, Any]) -> Scope:
         return Scope([overlay], parent=self)
 
+    def refreshed(self) -> Scope:
+        """The same layers without cached renders (after a layer's values changed)."""
+        return Scope(self._layers, parent=self._parent)
+
     def raw(self, key: str) -> Any:
         for layer in self._layers:
             if key in layer:

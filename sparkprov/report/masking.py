@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-import os
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
 MASK = "********"
-_SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE_KEY)", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words everywhere
 
 
-def secrets_from_environment(environ: dict[str, str] | None = None) -> set[str]:
-    """Values of variables whose names say they are secret (NGC_API_KEY, HF_TOKEN, ...)."""
-    env = os.environ if environ is None else environ
-    return {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET_LENGTH}
-
-
 class Masker:
+    """Replaces known secret values; more can be added while a run goes on."""
+
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        for value in secrets:
+            self.add(value)
+
+    def add(self, value: str) -> None:
+        """Mask `value` from now on (safe to call from host threads)."""
+        if len(value) < _MIN_SECRET_LENGTH:
+            return
+        with self._lock:
+            if value in self._secrets:
+                return
+            self._secrets.add(value)
+            values = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in values))
 
     def text(self, value: str) -> str:
-        return self._pattern.sub(MASK, value) if self._pattern else value
+        pattern = self._pattern
+        return pattern.sub(MASK, value) if pattern else value
 
     def data(self, value: Any) -> Any:
         """Mask every string inside JSON-like data (keys included)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 import click
@@ -19,6 +20,24 @@ _COLOURS = {
     Status.SKIPPED: "cyan",
     Status.UNREACHABLE: "red",
 }
+
+
+PROGRESS_INTERVAL_S = 5.0
+BAR_WIDTH = 30
+
+
+def _amount(done: int, total: int | None) -> str:
+    if total:
+        return f"{_human_bytes(done)} / {_human_bytes(total)} ({100 * done / total:.0f}%)"
+    return _human_bytes(done)
+
+
+def _human_bytes(value: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.2f} GB"
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -45,6 +64,8 @@ class TextReporter:
         self.colour = colour
         self._lock = threading.Lock()
         self._current: tuple[int, bool] | None = None
+        self._interactive = self.stream.isatty()
+        self._last_progress: dict[tuple[str, str], float] = {}
 
     def _echo(self, text: str = "", **style: Any) -> None:
         text = self.masker.text(text)
@@ -88,6 +109,27 @@ class TextReporter:
                 self._diffs(item.diffs)
             if shown.ignored:
                 self._echo("...ignoring", fg="cyan")
+
+    def progress(self, host: str, task: Task, what: str, done: int, total: int | None) -> None:
+        """A bar redrawn in place on a terminal; otherwise a line at most every few seconds."""
+        now = time.monotonic()
+        key = (host, what)
+        finished = total is not None and done >= total
+        with self._lock:
+            if not self._interactive:
+                last = self._last_progress.get(key, 0.0)
+                if not finished and now - last < PROGRESS_INTERVAL_S:
+                    return
+                self._last_progress[key] = now
+                self._echo(f"  [{host}] {what}: {_amount(done, total)}")
+                return
+            bar = ""
+            if total:
+                filled = int(BAR_WIDTH * min(done, total) / total)
+                bar = "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "] "
+            line = f"\r  [{host}] {_short(what, 40)} {bar}{_amount(done, total)}"
+            self.stream.write(self.masker.text(line.ljust(100)) + ("\n" if finished else ""))
+            self.stream.flush()
 
     def _line(
         self, status: Status, host: str, item: str, msg: str, pending: bool, verbose: bool = False
