@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,21 @@ class InputError(Exception):
 
 class TaskError(Exception):
     """A task failed on a host for a reason the module can explain (not a bug)."""
+
+
+def describe_value(value: Any) -> str:
+    """How a value reads in an error message: 'a mapping', 'a list', "the string 'x'"..."""
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list" if value else "an empty list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return type(value).__name__

@@ -116,7 +116,7 @@ def implicit_localhost() -> Inventory:
 
 
 def load_inventory(path: Path) -> Inventory:
-    data = load_yaml_file(path)
+    data = load_yaml_file(path, what="inventory file")
     file = str(path)
     if not isinstance(data, dict):
         raise InputError.single(

@@ -80,6 +80,8 @@ class Connection(abc.ABC):
     """A host we can run commands on and move files to and from."""
 
     host_name: str
+    # True when the host is this machine, so local APIs (the Docker SDK, HTTP to 127.0.0.1) reach it.
+    is_local: bool = False
 
     @abc.abstractmethod
     def run(

@@ -38,6 +38,8 @@ def current_user() -> str:
 
 
 class LocalConnection(Connection):
+    is_local = True
+
     def __init__(self, host_name: str = "localhost") -> None:
         self.host_name = host_name
         self._user = current_user()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkprov.connection.base import Become, CommandTimeout, Connection
+from sparkprov.errors import describe_value
 from sparkprov.executor.overlay import PlannedConnection, is_file_ops
 from sparkprov.executor.results import ItemResult, Status, TaskResult
 from sparkprov.modules import get_module
@@ -75,12 +76,12 @@ def loop_items(task: Task, scope: Scope) -> list[Any] | None:
         raise _template_failure(exc, task, "the loop") from None
     if kind == "__with_dict__":
         if not isinstance(value, dict):
-            raise TaskFailure(f"with_dict of {_where(task)} needs a mapping, got {type(value).__name__}")
+            raise TaskFailure(f"with_dict of {_where(task)} needs a mapping, got {describe_value(value)}")
         return [{"key": k, "value": v} for k, v in value.items()]
     if isinstance(value, str):
-        raise TaskFailure(f"loop of {_where(task)} must be a list, got the string {value!r}")
+        raise TaskFailure(f"loop of {_where(task)} must be a list, got {describe_value(value)}")
     if not isinstance(value, (list, tuple)):
-        raise TaskFailure(f"loop of {_where(task)} must be a list, got {type(value).__name__}")
+        raise TaskFailure(f"loop of {_where(task)} must be a list, got {describe_value(value)}")
     if kind == "__with_items__":
         return [x for v in value for x in (v if isinstance(v, list) else [v])]
     return list(value)

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from sparkprov.errors import InputError, Place, Problem
+from sparkprov.errors import InputError, Place, Problem, describe_value
 from sparkprov.modules import canonical_name, get_module, module_names
 from sparkprov.playbook.model import LoopControl, Play, Playbook, Task
 from sparkprov.playbook.schema import closest, load_schema, validate
@@ -20,7 +20,7 @@ def task_keywords() -> list[str]:
 
 
 def load_playbook(path: Path) -> Playbook:
-    data = load_yaml_file(path)
+    data = load_yaml_file(path, what="playbook")
     file = str(path)
     if data is None or data == []:
         raise InputError.single(
@@ -29,7 +29,7 @@ def load_playbook(path: Path) -> Playbook:
     if not isinstance(data, list):
         raise InputError.single(
             getattr(data, "place", Place(file, 1)),
-            f"a playbook must be a list of plays, got {type(data).__name__}",
+            f"a playbook must be a list of plays, got {describe_value(data)}",
             hint="start each play with '- hosts: ...'",
         )
     problems: list[Problem] = []
@@ -54,12 +54,10 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[Problem]) -> Play | None:
     place = place_of(root, path) or Place(file)
     if not isinstance(raw, dict):
-        problems.append(Problem(place, f"each play must be a mapping, got {type(raw).__name__}"))
+        problems.append(Problem(place, f"each play must be a mapping, got {describe_value(raw)}"))
         return None
     found = validate(raw, "play", root=root, base_path=path, fallback=place, what="play")
     problems.extend(found)
-    if found:
-        return None
     if raw.get("verify"):
         problems.append(
             Problem(
@@ -73,17 +71,20 @@ def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[
     parsed: dict[str, tuple[Task, ...]] = {}
     for key, kind in kinds:
         items = []
-        for i, item in enumerate(raw.get(key) or []):
+        entries = raw.get(key)
+        for i, item in enumerate(entries if isinstance(entries, list) else []):
             task = parse_task(item, root, [*path, key, i], file, problems, kind=kind)
             if task is not None:
                 items.append(task)
         parsed[key] = tuple(items)
+    if found:  # the tasks' problems were collected too, so one run reports everything
+        return None
     serial = raw.get("serial")
     return Play(
         name=str(raw.get("name") or ",".join(_as_tuple(raw["hosts"]))),
         hosts=_as_tuple(raw["hosts"]),
         place=place,
-        vars=dict(raw.get("vars") or {}),
+        vars=raw.get("vars") or {},
         vars_files=_as_tuple(raw.get("vars_files")),
         tasks=parsed["tasks"],
         handlers=parsed["handlers"],
@@ -165,7 +166,7 @@ def parse_task(
 ) -> Task | None:
     place = place_of(root, path) or Place(file)
     if not isinstance(raw, dict):
-        problems.append(Problem(place, f"each {kind} must be a mapping, got {type(raw).__name__}"))
+        problems.append(Problem(place, f"each {kind} must be a mapping, got {describe_value(raw)}"))
         return None
     keywords = set(task_keywords())
     module_keys = [k for k in raw if k not in keywords]
@@ -185,7 +186,7 @@ def parse_task(
         if key in known:
             continue
         key_place = place_of(root, [*path, key], key=True) or place
-        suggestion = closest(str(key), [*module_names(), *keywords])
+        suggestion = _suggest_module(str(key), keywords)
         hint = f"did you mean '{suggestion}'? " if suggestion else ""
         problems.append(
             Problem(
@@ -225,6 +226,15 @@ def parse_task(
     return _build_task(raw, module, args, name, place)
 
 
+def _suggest_module(written: str, keywords: set[str]) -> str | None:
+    """Closest module or keyword, keeping an `ansible.builtin.` style prefix the user wrote."""
+    prefix, _, bare = written.rpartition(".")
+    if prefix:
+        match = closest(bare, module_names())
+        return f"{prefix}.{match}" if match else None
+    return closest(written, [*module_names(), *keywords])
+
+
 def _conditions(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -243,6 +253,7 @@ def _build_task(raw: dict[str, Any], module: str, args: dict[str, Any], name: st
     until = _conditions(raw.get("until"))
     return Task(
         name=name or f"{module} {_args_label(args)}".strip(),
+        generated_name=not name,
         module=module,
         args=args,
         place=place,

@@ -46,6 +46,7 @@ class Task:
     vars: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    generated_name: bool = False  # no `name:` was written; `name` was made from the module and args
 
     @property
     def label(self) -> str:

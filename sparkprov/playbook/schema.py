@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-from sparkprov.errors import Place, Problem
+from sparkprov.errors import Place, Problem, describe_value
 from sparkprov.playbook.templating import is_template
 from sparkprov.playbook.yamlsrc import place_of
 from sparkprov.resources import data_dir
@@ -84,7 +84,17 @@ def validate(
             if key not in seen:
                 seen.add(key)
                 problems.append(problem)
-    return problems
+    return _without_echoes(problems)
+
+
+def _without_echoes(problems: list[Problem]) -> list[Problem]:
+    """A misspelt key also makes its correct spelling 'missing'; report only the misspelling."""
+    suggested = {p.hint.split("'")[1] for p in problems if p.hint and p.hint.startswith("did you mean '")}
+    return [
+        p
+        for p in problems
+        if not (p.message.endswith(f"missing required key '{p.key}'") and p.key in suggested)
+    ]
 
 
 def _value_at(instance: Any, path: Iterable[Any]) -> Any:
@@ -132,7 +142,8 @@ def _describe(
             hint = f"did you mean '{suggestion}'? " if suggestion else ""
             hint += f"valid: {', '.join(allowed)}"
             key_place = place_of(root, [*base_path, *path, key], key=True) or place
-            problems.append(Problem(key_place, f"unknown key '{key}' in {what}", key=str(key), hint=hint))
+            where = f"{subject} of {what}" if path else what
+            problems.append(Problem(key_place, f"unknown key '{key}' in {where}", key=str(key), hint=hint))
         return problems
     custom = _custom_error(load_schema(schema_name), error.absolute_schema_path)
     if custom and error.validator not in ("additionalProperties", "type", "enum"):
@@ -147,7 +158,7 @@ def _describe(
         return [
             Problem(
                 place,
-                f"{subject} in {what} must be {expected_text}, got {_describe_value(value)}",
+                f"{subject} in {what} must be {expected_text}, got {describe_value(value)}",
                 key=label,
             )
         ]
@@ -167,7 +178,7 @@ def _describe(
         return [
             Problem(
                 place,
-                f"{subject} in {what} must be {error.schema['x-expected']}, got {_describe_value(value)}",
+                f"{subject} in {what} must be {error.schema['x-expected']}, got {describe_value(value)}",
                 key=label,
             )
         ]
@@ -176,14 +187,3 @@ def _describe(
         best = max(error.context, key=lambda e: len(list(e.absolute_path)))
         return _describe(best, instance, root, base_path, fallback, what, schema_name)
     return [Problem(place, f"{subject} in {what}: {error.message}", key=label)]
-
-
-def _describe_value(value: Any) -> str:
-    kind = {dict: "a mapping", list: "a list", str: "the string", bool: "the boolean"}.get(type(value))
-    if isinstance(value, (dict, list)):
-        return kind or type(value).__name__
-    if value is None:
-        return "nothing (null)"
-    if kind:
-        return f"{kind} {value!r}"
-    return f"{type(value).__name__} {value!r}"

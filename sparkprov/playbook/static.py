@@ -59,7 +59,7 @@ TEMPLATE_VARS = frozenset(
         "template_uid",
     }
 )
-_GUARD_FILTERS = ("default", "d", "mandatory")
+_GUARD_FILTERS = ("default", "d")
 _GUARD_TESTS = ("defined", "undefined")
 
 
@@ -126,7 +126,8 @@ def _as_expression(condition: Any) -> str | None:
 
 def task_sources(task: Task) -> Iterator[str]:
     """Every template string a task evaluates (as template source text)."""
-    for value in (task.name, task.args, task.loop, task.vars, task.environment, task.become, task.retries):
+    name = () if task.generated_name else (task.name,)
+    for value in (*name, task.args, task.loop, task.vars, task.environment, task.become, task.retries):
         yield from (s for s in _strings(value) if is_template(s))
     for conditions in (task.when, task.until, task.changed_when or [], task.failed_when or []):
         for condition in conditions:
@@ -205,10 +206,17 @@ class StaticChecker:
             | set(environment().globals)
             | (self.facts if play.gather_facts else frozenset())
         )
-        for value in (*play.vars.values(), *files_vars.values()):
+        variables = {**files_vars, **play.vars}
+        for key, value in variables.items():
+            place = (
+                getattr(play.vars, "value_places", {}).get(key, play.place)
+                if key in play.vars
+                else play.place
+            )
             for source in _strings(value):
                 if is_template(source):
-                    self._report_unknown(source, known, play.place, f"play '{play.name}' vars")
+                    self._report_unknown(source, known, place, f"variable '{key}' of play '{play.name}'")
+        self._check_cycles(play, variables)
         for task in all_tasks:
             task_known = known | set(task.vars) | _loop_names(task)
             for source in task_sources(task):
@@ -216,9 +224,33 @@ class StaticChecker:
             if task.module == "template" and not is_template(task.args.get("src", "")):
                 self._check_template_file(task, task_known | TEMPLATE_VARS)
 
-    def _report_unknown(
-        self, source: str, known: set[str] | frozenset[str], place: Place, where: str
-    ) -> None:
+    def _check_cycles(self, play: Play, variables: dict[str, Any]) -> None:
+        """`a: "{{ b }}"` with `b: "{{ a }}"` can never be evaluated: say so before running."""
+        uses: dict[str, set[str]] = {}
+        for key, value in variables.items():
+            names: set[str] = set()
+            for source in _strings(value):
+                if is_template(source):
+                    try:
+                        names |= unguarded_names(source)
+                    except jinja2.TemplateSyntaxError:
+                        continue  # reported by the undefined-variable pass
+            uses[key] = names & set(variables)
+        reported: set[str] = set()
+        for start in uses:
+            cycle = _find_cycle(start, uses)
+            if cycle and not reported & set(cycle):
+                reported.update(cycle)
+                self.problems.append(
+                    Problem(
+                        play.place,
+                        f"recursive variable definition in play '{play.name}': {' -> '.join(cycle)}",
+                        key=cycle[0],
+                        hint="one of these variables must get its value without going through the others",
+                    )
+                )
+
+    def _report_unknown(self, source: str, known: AbstractSet[str], place: Place, where: str) -> None:
         try:
             names = unguarded_names(source)
         except jinja2.TemplateSyntaxError as exc:
@@ -257,7 +289,10 @@ class StaticChecker:
             names = unguarded_names(source)
         except jinja2.TemplateSyntaxError as exc:
             self.problems.append(
-                Problem(Place(str(path), exc.lineno), f"template syntax error: {exc.message}")
+                Problem(
+                    Place(str(path), exc.lineno),
+                    f"template syntax error: {exc.message} (template of task '{task.name}', {task.place})",
+                )
             )
             return
         for name in sorted(names - known):
@@ -267,6 +302,21 @@ class StaticChecker:
                     name, known, Place(str(path), line), f"template used by task '{task.name}' ({task.place})"
                 )
             )
+
+
+def _find_cycle(start: str, uses: dict[str, set[str]]) -> list[str] | None:
+    """A path start -> ... -> start through `uses`, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        name, path = stack.pop()
+        for used in sorted(uses.get(name, ())):
+            if used == start:
+                return [*path, start]
+            if used not in seen:
+                seen.add(used)
+                stack.append((used, [*path, used]))
+    return None
 
 
 def _first_line_using(source: str, name: str) -> int | None:

@@ -6,23 +6,31 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from sparkprov.errors import InputError, Place
+from sparkprov.errors import InputError, Place, Problem, describe_value
 from sparkprov.playbook.yamlsrc import load_yaml, load_yaml_file
 
 
 def parse_extra_vars(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """`-e KEY=VAL [KEY=VAL...]`, `-e @vars.yml`, or `-e '{"key": "value"}'`; later ones win."""
     merged: dict[str, Any] = {}
+    problems: list[Problem] = []
     for index, value in enumerate(values, start=1):
-        where = f"-e #{index}"
-        if value.startswith("@"):
-            data = load_yaml_file(Path(value[1:]).expanduser())
-            merged.update(_require_mapping(data, value[1:]))
-        elif value.lstrip().startswith(("{", "[")):
-            merged.update(_require_mapping(load_yaml(value, where), where))
-        else:
-            merged.update(_parse_pairs(value, where))
+        try:
+            merged.update(_parse_one(value, f"-e #{index}"))
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InputError(problems)
     return merged
+
+
+def _parse_one(value: str, where: str) -> dict[str, Any]:
+    if value.startswith("@"):
+        data = load_yaml_file(Path(value[1:]).expanduser(), what=f"extra vars file ({where})")
+        return _require_mapping(data, value[1:])
+    if value.lstrip().startswith(("{", "[")):
+        return _require_mapping(load_yaml(value, where), where)
+    return _parse_pairs(value, where)
 
 
 def _parse_pairs(value: str, where: str) -> dict[str, Any]:
@@ -49,10 +57,10 @@ def _require_mapping(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError.single(
             getattr(data, "place", Place(where)),
-            f"variables must be a mapping of name: value, got {type(data).__name__}",
+            f"variables must be a mapping of name: value, got {describe_value(data)}",
         )
     return dict(data)
 
 
 def load_vars_file(path: Path) -> dict[str, Any]:
-    return _require_mapping(load_yaml_file(path), str(path))
+    return _require_mapping(load_yaml_file(path, what="vars file"), str(path))

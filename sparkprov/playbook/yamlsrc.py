@@ -81,7 +81,7 @@ def _located_loader(file: str, problems: list[Problem]) -> type:
     return Loader
 
 
-def read_text(path: Path, display: str | None = None) -> str:
+def read_text(path: Path, display: str | None = None, *, what: str = "file") -> str:
     """Read a UTF-8 text input file, turning every way it can be unreadable into an InputError."""
     name = display or str(path)
     try:
@@ -95,7 +95,7 @@ def read_text(path: Path, display: str | None = None) -> str:
             )
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError.single(Place(name), "file not found") from None
+        raise InputError.single(Place(name), f"{what} not found") from None
     except IsADirectoryError:
         raise InputError.single(Place(name), "is a directory, expected a YAML file") from None
     except PermissionError:
@@ -118,10 +118,7 @@ def load_yaml(text: str, file: str) -> Any:
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        place = _place(file, mark) if mark else Place(file)
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise InputError.single(place, f"YAML syntax error: {what}") from None
+        raise _syntax_error(exc, text, file) from None
     except yaml.YAMLError as exc:
         raise InputError.single(Place(file), f"YAML error: {exc}") from None
     finally:
@@ -132,9 +129,34 @@ def load_yaml(text: str, file: str) -> Any:
     return data
 
 
-def load_yaml_file(path: Path, display: str | None = None) -> Any:
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> InputError:
+    """PyYAML's message, plus what it leaves out: tabs, the alias name, where a bracket opened."""
+    mark = exc.problem_mark or exc.context_mark
+    place = _place(file, mark) if mark else Place(file)
+    message = " ".join(p for p in (exc.context, exc.problem) if p)
+    lines = text.splitlines()
+    at = ""
+    if mark is not None and mark.line < len(lines):
+        at = lines[mark.line][mark.column :]
+    hint = None
+    if at.startswith("\t") or (
+        mark is not None and mark.line < len(lines) and "\t" in lines[mark.line][: mark.column + 1]
+    ):
+        message += " (a tab character)"
+        hint = "YAML does not allow tabs for indentation; indent with spaces"
+    elif "undefined alias" in message and at.startswith("*"):
+        alias = at[1:].split()[0].rstrip(",]}")
+        message += f" '*{alias}'"
+        hint = f"define the anchor '&{alias}' before using it"
+    context = exc.context_mark
+    if context is not None and mark is not None and context.line != mark.line:
+        message += f" (the construct started at line {context.line + 1})"
+    return InputError.single(place, f"YAML syntax error: {message}", hint=hint)
+
+
+def load_yaml_file(path: Path, display: str | None = None, *, what: str = "file") -> Any:
     name = display or str(path)
-    return load_yaml(read_text(path, name), name)
+    return load_yaml(read_text(path, name, what=what), name)
 
 
 def _check_expansion(data: Any, file: str) -> None:
