@@ -198,13 +198,29 @@ def op_remove(path):
     return {"path": path, "removed": True}
 
 
-def op_attrs(path, mode=None, owner=None, group=None, follow=True, recurse=False):
+def op_attrs(path, mode=None, owner=None, group=None, follow=True):
     _apply_attrs(path, mode, owner, group, follow)
-    if recurse:
-        for top, dirs, files in os.walk(path):
-            for name in dirs + files:
-                _apply_attrs(os.path.join(top, name), mode, owner, group, follow=False)
     return {"path": path}
+
+
+def op_walk(path, max_entries=200000):
+    """lstat of everything below `path` (not following links), for recursive attribute checks."""
+    entries = []
+    for top, dirs, files in os.walk(path):
+        for name in sorted(dirs) + sorted(files):
+            entries.append(op_stat(os.path.join(top, name)))
+            if len(entries) > max_entries:
+                raise ValueError("more than %d entries below %s" % (max_entries, path))
+    return {"path": path, "entries": entries}
+
+
+def op_identity():
+    """Who file operations run as, and the umask new files get."""
+    umask = os.umask(0)
+    os.umask(umask)
+    uid, gid = os.geteuid(), os.getegid()
+    user, group = _name(pwd.getpwuid, uid), _name(grp.getgrgid, gid)
+    return {"umask": umask, "uid": uid, "gid": gid, "user": user, "group": group}
 
 
 def op_link(path, src, hard=False, force=False):
@@ -252,6 +268,8 @@ OPS = {
     "attrs": op_attrs,
     "link": op_link,
     "touch": op_touch,
+    "walk": op_walk,
+    "identity": op_identity,
 }
 
 

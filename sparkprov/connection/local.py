@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,7 @@ class LocalConnection(Connection):
         if self._needs_sudo(become):
             assert become is not None
             if env:
-                full = [sys.executable, "-c", _ENV_FROM_STDIN, *full]
+                full = ["python3", "-c", _ENV_FROM_STDIN, *full]
                 stdin = json.dumps(env).encode("utf-8") + b"\n" + (stdin or b"")
                 env = None
             full = self._sudo_prefix(become) + full
@@ -108,8 +107,10 @@ class LocalConnection(Connection):
         if not self._needs_sudo(become):
             return agent.run_ops(ops)
         assert become is not None
+        # The host's python3 (found in sudo's secure_path), not ours: the target user may not be
+        # able to run an interpreter that lives in the controlling user's home.
         result = self.run(
-            [sys.executable, "-c", _AGENT_SOURCE],
+            ["python3", "-c", _AGENT_SOURCE],
             stdin=json.dumps(ops).encode("utf-8"),
             become=become,
             timeout=600,

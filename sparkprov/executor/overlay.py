@@ -23,8 +23,10 @@ class PlannedConnection(Connection):
     def __init__(self, inner: Connection) -> None:
         self.inner = inner
         self.host_name = inner.host_name
+        self.is_local = inner.is_local
         self._states: dict[str, dict[str, Any]] = {}
         self._contents: dict[str, bytes] = {}
+        self._identities: dict[str, dict[str, Any]] = {}
 
     def run(self, argv: list[str], **kwargs: Any) -> CommandResult:
         return self.inner.run(argv, **kwargs)
@@ -33,7 +35,9 @@ class PlannedConnection(Connection):
         self.inner.close()
 
     def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
-        answers: list[dict[str, Any] | None] = [self._predicted(op) for op in ops]
+        answers: list[dict[str, Any] | None] = [
+            self._walk(op, become) if op["op"] == "walk" else self._predicted(op) for op in ops
+        ]
         missing = [op for op, answer in zip(ops, answers) if answer is None]
         real = iter(self.inner.agent(missing, become=become) if missing else [])
         return [answer if answer is not None else next(real) for answer in answers]
@@ -66,60 +70,85 @@ class PlannedConnection(Connection):
             path = os.path.normpath(op["path"])
             kind = op["op"]
             if kind == "mkdir":
-                self._mkdir(path, op)
+                self._mkdir(path, op, become)
             elif kind == "write":
                 data = base64.b64decode(op["data_b64"])
                 self._contents[path] = data
-                self._set(path, "file", op, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-            elif kind == "touch" and not self._exists(path, become):
-                self._set(path, "file", op, sha256=hashlib.sha256(b"").hexdigest(), size=0)
+                self._set(path, "file", op, become, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+            elif kind == "touch" and not self._current(path, become)["exists"]:
+                self._set(path, "file", op, become, sha256=hashlib.sha256(b"").hexdigest(), size=0)
+            elif kind == "link" and op.get("hard"):
+                source = self._current(op["src"], become, checksum=True)
+                self._set(path, "file", op, become, sha256=source.get("sha256"), size=source.get("size"))
             elif kind == "link":
-                self._set(path, "link", op, link_target=op["src"])
+                self._set(path, "link", op, become, link_target=op["src"])
             elif kind == "remove":
                 self._states[path] = {"path": path, "exists": False, "type": "absent"}
                 self._contents.pop(path, None)
             elif kind == "attrs":
-                self._update_attrs(path, op, become)
+                self._states[path] = {**self._current(path, become), **_attrs(op)}
 
-    def _exists(self, path: str, become: Become | None) -> bool:
-        return bool(self.stat(path, become=become).exists)
+    def _current(self, path: str, become: Become | None, *, checksum: bool = False) -> dict[str, Any]:
+        """The state a later check would see: predicted if known, else the real host's."""
+        op = {"op": "stat", "path": path, "checksum": checksum}
+        return self._predicted(op) or self.inner.agent([op], become=become)[0]
 
-    def _mkdir(self, path: str, op: dict[str, Any]) -> None:
+    def _identity(self, become: Become | None) -> dict[str, Any]:
+        """Who file operations run as (owner of new files) and their umask; asked once per user."""
+        key = become.user if become else ""
+        if key not in self._identities:
+            self._identities[key] = self.inner.agent([{"op": "identity"}], become=become)[0]
+        return self._identities[key]
+
+    def _mkdir(self, path: str, op: dict[str, Any], become: Become | None) -> None:
+        """`mkdir -p` creates the missing directories only; existing parents keep their attributes."""
+        missing = []
         current = path
-        created = []
-        while current and current not in self._states and current != os.path.dirname(current):
-            created.append(current)
+        while current != os.path.dirname(current) and not self._current(current, become)["exists"]:
+            missing.append(current)
             current = os.path.dirname(current)
-        for directory in created:
-            self._set(directory, "directory", op)
+        for directory in missing:
+            self._set(directory, "directory", op, become)
 
-    def _set(self, path: str, kind: str, op: dict[str, Any], **extra: Any) -> None:
-        self._states[path] = {
-            "path": path,
-            "exists": True,
-            "type": kind,
-            "mode": op.get("mode"),
-            "owner": _name(op.get("owner")),
-            "group": _name(op.get("group")),
-            "uid": _number(op.get("owner")),
-            "gid": _number(op.get("group")),
-            **extra,
-        }
+    def _set(self, path: str, kind: str, op: dict[str, Any], become: Become | None, **extra: Any) -> None:
+        """A path the change creates or rewrites: attributes given, else kept, else the defaults."""
+        existing = self._current(path, become)
+        if existing["exists"] and existing["type"] == kind:
+            base = {k: existing.get(k) for k in ("mode", "owner", "group", "uid", "gid")}
+        else:
+            identity = self._identity(become)
+            full = 0o777 if kind == "directory" else 0o666
+            base = {
+                "mode": full & ~identity["umask"],
+                "owner": identity["user"],
+                "group": identity["group"],
+                "uid": identity["uid"],
+                "gid": identity["gid"],
+            }
+        self._states[path] = {"path": path, "exists": True, "type": kind, **base, **_attrs(op), **extra}
 
-    def _update_attrs(self, path: str, op: dict[str, Any], become: Become | None) -> None:
-        base = self._states.get(path) or self.inner.agent([{"op": "stat", "path": path}], become=become)[0]
-        updated = dict(base)
-        if op.get("mode") is not None:
-            updated["mode"] = op["mode"]
-        for key, id_key in (("owner", "uid"), ("group", "gid")):
-            if op.get(key) is not None:
-                updated[key], updated[id_key] = _name(op[key]), _number(op[key])
-        self._states[path] = updated
+    def _walk(self, op: dict[str, Any], become: Become | None) -> dict[str, Any]:
+        """The real tree under a path, with the paths pending changes create, alter or remove."""
+        root = os.path.normpath(op["path"])
+        known = self._known(root)
+        if known is not None and not known["exists"]:
+            return {"path": root, "entries": []}
+        real = self.inner.agent([op], become=become)[0]
+        entries = {e["path"]: e for e in real.get("entries", []) if self._known(e["path"]) is None}
+        for path, state in self._states.items():
+            if path.startswith(root + os.sep):
+                entries[path] = state
+        return {"path": root, "entries": [e for _, e in sorted(entries.items()) if e.get("exists", True)]}
 
 
-def _name(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _number(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else None
+def _attrs(op: dict[str, Any]) -> dict[str, Any]:
+    """The attributes an agent operation sets explicitly."""
+    found: dict[str, Any] = {}
+    if op.get("mode") is not None:
+        found["mode"] = op["mode"]
+    for key, id_key in (("owner", "uid"), ("group", "gid")):
+        value = op.get(key)
+        if value is not None:
+            found[key] = str(value)
+            found[id_key] = int(value) if isinstance(value, int) or str(value).isdigit() else None
+    return found

@@ -43,6 +43,7 @@ class ItemResult:
     predicted: bool = False  # plan mode: the module did not really run, so its outputs are unknown
     attempts: int = 1
     duration_s: float = 0.0
+    loop_vars: dict[str, Any] = field(default_factory=dict)  # loop_var, index_var, ansible_loop...
 
     def registered(self, name: str = "") -> dict[str, Any]:
         """The value Ansible would `register` for this result (outputs unknown when only planned)."""
@@ -58,6 +59,7 @@ class ItemResult:
             value["attempts"] = self.attempts
         if self.item is not None or self.label is not None:
             value["item"] = self.item
+            value.update(self.loop_vars)
         if self.pending:
             value["pending"] = True
         return value
@@ -74,6 +76,10 @@ class TaskResult:
     ignored: bool = False  # failed, but ignore_errors let the host go on
     msg: str = ""
     duration_s: float = 0.0
+    name: str = ""  # the task's name as rendered for this host ("install {{ pkg }}" -> "install jq")
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.task.name
 
     @property
     def pending(self) -> bool:
@@ -124,6 +130,7 @@ class TaskResult:
             self.ignored,
             NO_LOG_MESSAGE if self.msg else "",
             self.duration_s,
+            self.name,
         )
 
 

@@ -18,7 +18,7 @@ from sparkprov.executor.results import HostStats, ItemResult, Mode, PlayRun, Run
 from sparkprov.executor.task import OMIT, TaskRunner, TaskSettings
 from sparkprov.inventory import Host, Inventory
 from sparkprov.playbook.model import Play, Playbook, Task
-from sparkprov.playbook.templating import KnownAfterApply, Scope, TemplateError
+from sparkprov.playbook.templating import KnownAfterApply, Scope, TemplateError, UnknownValue
 from sparkprov.secrets import is_secret_name
 
 
@@ -104,7 +104,22 @@ class LazyFacts(Mapping[str, Any]):
         return len(self._names)
 
 
+@dataclass
+class HostRun:
+    """One host's state while a play runs on it."""
+
+    name: str
+    runner: TaskRunner
+    scope: Scope
+    notified: list[str] = field(default_factory=list)
+    failed: bool = False
+
+
 class Runner:
+    """Ansible's linear strategy: each task runs on every host of the batch (in parallel, up to
+    `forks`) before the next task starts, so any_errors_fatal and max_fail_percentage act between
+    tasks, and handlers run at the end of the play."""
+
     def __init__(
         self,
         playbook: Playbook,
@@ -126,6 +141,8 @@ class Runner:
         self.play_vars_files = play_vars_files
         self.fact_names = fact_names
         self.gather_facts = gather_facts
+        # Values output must mask: variables named like secrets, and what modules register.
+        self.on_secret = on_secret
         self.result = RunResult(options.mode)
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -133,8 +150,6 @@ class Runner:
         self._runtime_vars: dict[str, dict[str, Any]] = {}
         self._facts: dict[str, LazyFacts] = {}
         self._dead_hosts: set[str] = set()
-        # Values output must mask: variables named like secrets, and what modules register.
-        self.on_secret = on_secret
 
     def play_hosts(self, play: Play) -> list[str]:
         selected: list[str] = []
@@ -146,56 +161,85 @@ class Runner:
         return [h for h in selected if h not in self._dead_hosts]
 
     def run(self) -> RunResult:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.forks))
         try:
             for play, files_vars in zip(self.playbook.plays, self.play_vars_files):
                 if self.stop.is_set():
                     break
-                self._run_play(play, files_vars)
+                self._run_play(pool, play, files_vars)
         finally:
+            pool.shutdown(wait=True)
             for conn in self._connections.values():
                 conn.close()
         return self.result
 
-    def _run_play(self, play: Play, files_vars: dict[str, Any]) -> None:
+    def _run_play(self, pool: ThreadPoolExecutor, play: Play, files_vars: dict[str, Any]) -> None:
         hosts = self.play_hosts(play)
         play_run = PlayRun(play, hosts)
-        self.result.plays.append(play_run)
+        with self._lock:
+            self.result.plays.append(play_run)
+            for host in hosts:  # the recap lists hosts in inventory order
+                self.result.stats.setdefault(host, HostStats())
         self.observer.play_started(play, hosts)
-        abort = threading.Event()
         for batch in batches(hosts, play.serial):
-            if abort.is_set() or self.stop.is_set():
+            if self.stop.is_set() or not self._run_batch(pool, play, play_run, batch, hosts, files_vars):
                 break
-            failed = self._run_batch(play, play_run, batch, hosts, files_vars, abort)
-            limit = play.max_fail_percentage
-            if limit is not None and batch and 100.0 * failed / len(batch) > limit:
-                abort.set()
-            elif failed and failed == len(batch):
-                abort.set()  # every host of the batch failed: nothing left to run the play on
+
+    def _parallel(self, pool: ThreadPoolExecutor, work: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """Run `work` on every item (a host) at once and wait; Ctrl-C stops scheduling new work
+        but lets what runs finish, so results and the recap stay consistent."""
+        if len(items) == 1:
+            futures = [pool.submit(work, items[0])]
+        else:
+            futures = [pool.submit(work, item) for item in items]
+        try:
+            wait(futures)
+        except KeyboardInterrupt:
+            self.stop.set()
+            self.result.interrupted = True
+            wait(futures)
+        return [f.result() for f in futures]
 
     def _run_batch(
         self,
+        pool: ThreadPoolExecutor,
         play: Play,
         play_run: PlayRun,
         batch: list[str],
         hosts: list[str],
         files_vars: dict[str, Any],
-        abort: threading.Event,
-    ) -> int:
-        def work(host: str) -> bool:
-            return self._run_host(play, play_run, host, batch, hosts, files_vars, abort)
+    ) -> bool:
+        """Run the play on one batch of hosts; False when the play must not go on to later batches."""
+        starts = self._parallel(
+            pool, lambda name: self._start_host(play, play_run, name, batch, hosts, files_vars), batch
+        )
+        runs: list[HostRun] = [r for r in starts if r is not None]
+        for task in play.tasks:
+            alive = [r for r in runs if not r.failed]
+            if self.stop.is_set() or not alive:
+                break
+            if not task_selected(task, play, self.options):
+                continue
+            self._parallel(pool, partial(self._step, play, play_run, task=task, handler=False), alive)
+            if not self._may_continue(play, batch, runs, starts):
+                return False
+        self._flush_handlers(pool, play, play_run, runs)
+        return self._may_continue(play, batch, runs, starts)
 
-        pool = ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(batch))))
-        futures = [pool.submit(work, host) for host in batch]
-        try:
-            wait(futures)
-        except KeyboardInterrupt:
-            # Stop scheduling new tasks; the running ones finish, then the result is consistent.
-            self.stop.set()
-            self.result.interrupted = True
-            wait(futures)
-        finally:
-            pool.shutdown(wait=True)
-        return sum(1 for f in futures if not f.result())
+    def _may_continue(self, play: Play, batch: list[str], runs: list[HostRun], starts: list[Any]) -> bool:
+        failed = sum(1 for r in runs if r.failed) + sum(1 for s in starts if s is None)
+        if not failed:
+            return True
+        if play.any_errors_fatal:
+            for run in runs:
+                run.failed = True  # every host stops after the task that failed
+            return False
+        limit = play.max_fail_percentage
+        if limit is not None and 100.0 * failed / len(batch) > limit:
+            for run in runs:
+                run.failed = True
+            return False
+        return failed < len(batch)
 
     def _record(self, play_run: PlayRun, result: TaskResult) -> None:
         with self._lock:
@@ -209,8 +253,43 @@ class Runner:
             conn = self.connect(host)
             if self.options.mode is not Mode.APPLY:
                 conn = PlannedConnection(conn)
-            self._connections[host.name] = conn
+            with self._lock:
+                self._connections[host.name] = conn
         return conn
+
+    def _start_host(
+        self,
+        play: Play,
+        play_run: PlayRun,
+        name: str,
+        batch: list[str],
+        hosts: list[str],
+        files_vars: dict[str, Any],
+    ) -> HostRun | None:
+        host = self.inventory.hosts[name]
+        try:
+            conn = self._connection(host)
+        except HostUnreachable as exc:
+            self._unreachable(play_run, play, name, str(exc))
+            return None
+        scope = self._scope(play, host, batch, hosts, files_vars, conn)
+        self._collect_secrets(scope)
+        runtime = self._runtime_vars[name]
+        runner = TaskRunner(
+            TaskSettings(
+                conn=conn,
+                check_mode=self.options.mode is not Mode.APPLY,
+                want_diff=self.options.diff or self.options.mode is not Mode.APPLY,
+                play_become=play.become,
+                play_become_user=play.become_user,
+                play_environment=play.environment,
+                search_dirs=(self.playbook.directory,),
+                outranks_task_vars=lambda key: key in self.options.extra_vars or key in runtime,
+                progress=partial(self.observer.progress, name),
+                secret=self.on_secret,
+            )
+        )
+        return HostRun(name, runner, scope)
 
     def _scope(
         self,
@@ -273,76 +352,24 @@ class Runner:
             "omit": OMIT,
         }
 
-    def _run_host(
-        self,
-        play: Play,
-        play_run: PlayRun,
-        name: str,
-        batch: list[str],
-        hosts: list[str],
-        files_vars: dict[str, Any],
-        abort: threading.Event,
-    ) -> bool:
-        """Run the play's tasks and handlers on one host; False when the host failed."""
-        host = self.inventory.hosts[name]
+    def _step(self, play: Play, play_run: PlayRun, run: HostRun, task: Task, *, handler: bool) -> None:
         try:
-            conn = self._connection(host)
+            result = run.runner.run(task, run.name, run.scope, handler=handler)
         except HostUnreachable as exc:
-            self._unreachable(play_run, play, name, str(exc))
-            return False
-        scope = self._scope(play, host, batch, hosts, files_vars, conn)
-        self._collect_secrets(scope)
-        runner = TaskRunner(
-            TaskSettings(
-                conn=conn,
-                check_mode=self.options.mode is not Mode.APPLY,
-                want_diff=self.options.diff or self.options.mode is not Mode.APPLY,
-                play_become=play.become,
-                play_become_user=play.become_user,
-                play_environment=play.environment,
-                search_dirs=(self.playbook.directory,),
-                extra_vars=frozenset(self.options.extra_vars),
-                progress=partial(self.observer.progress, name),
-                secret=self.on_secret,
-            )
-        )
-        notified: list[str] = []
-        for task in play.tasks:
-            if self.stop.is_set() or abort.is_set():
-                return True
-            if not task_selected(task, play, self.options):
-                continue
-            ok, scope = self._step(play, play_run, runner, task, name, scope, notified, handler=False)
-            if not ok:
-                if play.any_errors_fatal:
-                    abort.set()
-                return False
-        return self._flush_handlers(play, play_run, runner, name, scope, notified)
-
-    def _step(
-        self,
-        play: Play,
-        play_run: PlayRun,
-        runner: TaskRunner,
-        task: Task,
-        name: str,
-        scope: Scope,
-        notified: list[str],
-        *,
-        handler: bool,
-    ) -> tuple[bool, Scope]:
-        try:
-            result = runner.run(task, name, scope, handler=handler)
-        except HostUnreachable as exc:
-            self._unreachable(play_run, play, name, str(exc), task)
-            return False, scope
+            self._unreachable(play_run, play, run.name, str(exc), task)
+            run.failed = True
+            return
         self._record(play_run, result)
         if result.status is Status.CHANGED:
-            notified.extend(n for n in task.notify if n not in notified)
-        scope = self._remember(name, task, result, scope)
-        return result.status is not Status.FAILED or result.ignored, scope
+            run.notified.extend(n for n in task.notify if n not in run.notified)
+        if self._remember(run.name, task, result):
+            run.scope = run.scope.refreshed()  # drop renders cached from the old values
+        run.failed = result.status is Status.FAILED and not result.ignored
+        if run.failed:
+            with self._lock:
+                self._dead_hosts.add(run.name)  # a failed host takes no part in later plays
 
-    def _remember(self, host: str, task: Task, result: TaskResult, scope: Scope) -> Scope:
+    def _remember(self, host: str, task: Task, result: TaskResult) -> bool:
         """Registered results and set_fact values become host variables for later tasks and plays."""
         runtime = self._runtime_vars[host]
         updated = False
@@ -354,31 +381,42 @@ class Runner:
             if isinstance(facts, dict) and item.status is not Status.FAILED:
                 runtime.update(facts)
                 updated = True
-        # A fresh Scope drops renders cached from the old values.
-        return scope.refreshed() if updated else scope
+            elif task.module == "set_fact" and item.predicted:
+                # The values come from tasks a plan did not run: later uses are known after apply.
+                runtime.update({k: UnknownValue(task.name) for k in task.args if k != "cacheable"})
+                updated = True
+        return updated
 
     def _flush_handlers(
-        self, play: Play, play_run: PlayRun, runner: TaskRunner, name: str, scope: Scope, notified: list[str]
-    ) -> bool:
-        done: set[int] = set()
-        while True:
-            pending = [
-                (i, h)
-                for i, h in enumerate(play.handlers)
-                if i not in done and (h.name in notified or any(topic in notified for topic in h.listen))
-            ]
-            if not pending or self.stop.is_set():
-                return True
-            for index, handler in pending:
-                done.add(index)
-                ok, scope = self._step(play, play_run, runner, handler, name, scope, notified, handler=True)
-                if not ok:
-                    return False
+        self, pool: ThreadPoolExecutor, play: Play, play_run: PlayRun, runs: list[HostRun]
+    ) -> None:
+        """Notified handlers run once each, in the order they are defined, on the hosts that
+        notified them; a handler may notify a later one."""
+        done: dict[str, set[int]] = {run.name: set() for run in runs}
+        while not self.stop.is_set():
+            progressed = False
+            for index, handler in enumerate(play.handlers):
+                waiting = [
+                    run
+                    for run in runs
+                    if not run.failed
+                    and index not in done[run.name]
+                    and (handler.name in run.notified or any(t in run.notified for t in handler.listen))
+                ]
+                if not waiting:
+                    continue
+                progressed = True
+                for run in waiting:
+                    done[run.name].add(index)
+                self._parallel(pool, partial(self._step, play, play_run, task=handler, handler=True), waiting)
+            if not progressed:
+                return
 
     def _unreachable(
         self, play_run: PlayRun, play: Play, host: str, message: str, task: Task | None = None
     ) -> None:
-        self._dead_hosts.add(host)
+        with self._lock:
+            self._dead_hosts.add(host)
         target = task or (play.tasks[0] if play.tasks else None)
         if target is None:
             return

@@ -25,6 +25,7 @@ from sparkprov.playbook.templating import (
     Scope,
     TemplateError,
     evaluate_condition,
+    is_template,
     render,
     truthy,
 )
@@ -43,7 +44,8 @@ class TaskSettings:
     play_become_user: str
     play_environment: dict[str, Any]
     search_dirs: tuple[Path, ...]
-    extra_vars: frozenset[str] = frozenset()  # names set with -e: they beat task vars too
+    # Extra vars and the host's registered/set_fact values outrank task vars (Ansible's precedence).
+    outranks_task_vars: Callable[[str], bool] = lambda key: False
     progress: Callable[[Task, str, int, int | None], None] = lambda task, what, done, total: None
     secret: Callable[[str], None] = lambda value: None
     sleep: Callable[[float], None] = time.sleep
@@ -78,6 +80,8 @@ def loop_items(task: Task, scope: Scope) -> list[Any] | None:
         if not isinstance(value, dict):
             raise TaskFailure(f"with_dict of {_where(task)} needs a mapping, got {describe_value(value)}")
         return [{"key": k, "value": v} for k, v in value.items()]
+    if kind == "__with_items__" and not isinstance(value, (list, tuple)):
+        return [value]  # Ansible's with_items treats a single value as a one-item list
     if isinstance(value, str):
         raise TaskFailure(f"loop of {_where(task)} must be a list, got {describe_value(value)}")
     if not isinstance(value, (list, tuple)):
@@ -92,6 +96,7 @@ def _loop_vars(task: Task, items: list[Any], index: int) -> dict[str, Any]:
     values: dict[str, Any] = {control.loop_var: items[index], "ansible_loop_var": control.loop_var}
     if control.index_var:
         values[control.index_var] = index
+        values["ansible_index_var"] = control.index_var
     if control.extended:
         size = len(items)
         values["ansible_loop"] = {
@@ -115,7 +120,7 @@ class TaskRunner:
 
     def run(self, task: Task, host: str, scope: Scope, *, handler: bool = False) -> TaskResult:
         started = time.monotonic()
-        task_vars = {k: v for k, v in task.vars.items() if k not in self.settings.extra_vars}
+        task_vars = {k: v for k, v in task.vars.items() if not self.settings.outranks_task_vars(k)}
         task_scope = scope.child(task_vars) if task_vars else scope
         try:
             items = loop_items(task, task_scope)
@@ -141,12 +146,15 @@ class TaskRunner:
             for index, item in enumerate(items):
                 if index and task.loop_control.pause:
                     self.settings.sleep(task.loop_control.pause)
-                item_scope = task_scope.child(_loop_vars(task, items, index))
+                loop_vars = _loop_vars(task, items, index)
+                item_scope = task_scope.child(loop_vars)
                 result = self._run_item(task, item_scope)
                 result.item = item
+                result.loop_vars = loop_vars
                 result.label = self._label(task, item_scope, item)
                 results.append(result)
         status = _overall(results)
+        name = self._name(task, task_scope)
         msg = results[0].msg if len(results) == 1 else ""
         return TaskResult(
             task,
@@ -158,7 +166,18 @@ class TaskRunner:
             msg=msg,
             ignored=status is Status.FAILED and self._ignored(task, task_scope),
             duration_s=time.monotonic() - started,
+            name=name,
         )
+
+    @staticmethod
+    def _name(task: Task, scope: Scope) -> str:
+        """Ansible templates task names; one that cannot be rendered yet is shown as written."""
+        if task.generated_name or not is_template(task.name):
+            return task.name
+        try:
+            return str(render(task.name, scope))
+        except (TemplateError, KnownAfterApply):
+            return task.name
 
     @staticmethod
     def _label(task: Task, scope: Scope, item: Any) -> str:
@@ -195,7 +214,7 @@ class TaskRunner:
 
     @staticmethod
     def _known_after_apply(task: Task, exc: KnownAfterApply) -> ItemResult:
-        msg = f"known after apply: uses '{exc.register}.{exc.key}', the output of a task plan does not run"
+        msg = f"known after apply: uses {exc.what}, the output of a task plan does not run"
         if get_module(task.module).controller_only:
             return ItemResult(Status.OK, msg, predicted=True)
         return ItemResult(Status.CHANGED, msg, pending=True, predicted=True)

@@ -47,7 +47,9 @@ class CopyModule(Module):
             return self._tree(ctx, args, source, dest)
         if dest.endswith("/"):
             dest = dest + source.name
-        return self._single(ctx, args, dest, source.read_bytes(), source)
+        return self._single(
+            ctx, args, dest, source.read_bytes(), source, make_parent=args["dest"].endswith("/")
+        )
 
     def apply(self, change: Change, ctx: TaskContext) -> Outcome:
         return run_ops(change, ctx)
@@ -56,8 +58,16 @@ class CopyModule(Module):
         return Outcome(changed=False, data={"dest": args["dest"]})
 
     def _single(
-        self, ctx: TaskContext, args: dict[str, Any], dest: str, data: bytes, source: Path | None
+        self,
+        ctx: TaskContext,
+        args: dict[str, Any],
+        dest: str,
+        data: bytes,
+        source: Path | None,
+        *,
+        make_parent: bool = False,
     ) -> Change | None:
+        """One file. `make_parent`: dest was written as a directory ('dir/'), which Ansible creates."""
         state, parent = ctx.conn.stat_many(
             [dest, os.path.dirname(dest.rstrip("/")) or "/"], checksum=True, become=ctx.become
         )
@@ -66,10 +76,13 @@ class CopyModule(Module):
                 raise ModuleFailure(f"cannot write 'content' to {dest}: it is a directory; give a file name")
             dest = os.path.join(dest, source.name)
             state = ctx.conn.stat(dest, checksum=True, become=ctx.become)
+        elif not parent.exists and make_parent:
+            write = plan_write(ctx, dest, data, self._attrs(args, source), state=state)
+            return _merge([self._mkdir(parent.path, args), *([write] if write else [])])
         elif not parent.exists:
             raise ModuleFailure(
                 f"destination directory {parent.path} does not exist",
-                hint="create it first with a 'file: state=directory' task",
+                hint="create it first with a 'file: state=directory' task, or end dest with '/'",
             )
         return plan_write(
             ctx,
@@ -92,11 +105,13 @@ class CopyModule(Module):
         """Ansible's rule: 'src/' copies the directory's contents, 'src' the directory itself."""
         root = dest if args["src"].endswith("/") else os.path.join(dest, source.name)
         files = sorted(p for p in source.rglob("*") if p.is_file())
-        dirs = sorted({root, *(os.path.join(root, str(p.parent.relative_to(source))) for p in files)})
+        dirs = sorted(
+            {root, *(os.path.normpath(os.path.join(root, str(p.parent.relative_to(source)))) for p in files)}
+        )
         targets = [os.path.join(root, str(p.relative_to(source))) for p in files]
         states = ctx.conn.stat_many(dirs + targets, checksum=True, become=ctx.become)
         dir_states: dict[str, FileState] = dict(zip(dirs, states[: len(dirs)]))
-        changes = [self._mkdir(path, state, args) for path, state in dir_states.items() if not state.exists]
+        changes = [self._mkdir(path, args) for path, state in dir_states.items() if not state.exists]
         for path, target, state in zip(files, targets, states[len(dirs) :]):
             change = plan_write(
                 ctx,
@@ -112,7 +127,7 @@ class CopyModule(Module):
         return _merge([c for c in changes if c is not None])
 
     @staticmethod
-    def _mkdir(path: str, state: FileState, args: dict[str, Any]) -> Change:
+    def _mkdir(path: str, args: dict[str, Any]) -> Change:
         mode = parse_mode(args.get("directory_mode"), None, True)
         op = {
             "op": "mkdir",

@@ -79,32 +79,36 @@ class FileModule(Module):
     def _attributes(
         self, args: dict[str, Any], state: FileState, ctx: TaskContext, *, recurse: bool = False
     ) -> Change | None:
-        path, attrs = args["path"], Attrs.from_args(args)
-        differences = attrs.differences(state)
+        attrs = Attrs.from_args(args)
+        targets = [state]
         if recurse and any(v is not None for v in (attrs.mode, attrs.owner, attrs.group)):
-            differences.update(self._tree_differences(path, attrs, ctx))
-        if not differences:
+            targets += [entry for entry in self._tree(args["path"], ctx) if entry.type != "link"]
+        ops, diffs = [], []
+        for target in targets:
+            differences = attrs.differences(target)
+            if differences:
+                # A symbolic mode (u=rwX) is worked out per path: X differs for files and directories.
+                ops.append(
+                    {
+                        "op": "attrs",
+                        "path": target.path,
+                        **attrs.op_args(target.mode, target.type == "directory"),
+                    }
+                )
+                diffs.append(attrs_diff(target.path, differences))
+        if not ops:
             return None
-        op = {
-            "op": "attrs",
-            "path": path,
-            "recurse": recurse,
-            **attrs.op_args(state.mode, state.type == "directory"),
-        }
-        summary = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in differences.items())
-        return Change(f"{path}: {summary}", [attrs_diff(path, differences)], [op])
+        summary = ", ".join(line.strip() for line in diffs[0].after.splitlines())
+        if len(ops) > 1:
+            summary = f"{len(ops)} paths under {args['path']}: {summary}"
+        return Change(f"{args['path']}: {summary}", diffs, ops)
 
     @staticmethod
-    def _tree_differences(path: str, attrs: Attrs, ctx: TaskContext) -> dict[str, tuple[str, str]]:
-        result = ctx.conn.run(
-            ["find", path, "-mindepth", "1", "-print0"], become=ctx.become, timeout=ctx.timeout
-        )
-        children = [p for p in result.stdout.split("\0") if p]
-        for child in ctx.conn.stat_many(children, become=ctx.become):
-            differences = attrs.differences(child)
-            if child.type != "link" and differences:
-                return {f"{k} (below {path})": v for k, v in differences.items()}
-        return {}
+    def _tree(path: str, ctx: TaskContext) -> list[FileState]:
+        result = ctx.conn.agent([{"op": "walk", "path": path}], become=ctx.become)[0]
+        if "error" in result:
+            raise ModuleFailure(f"cannot read the tree under {path}: {result['error']}")
+        return [FileState.from_agent(entry) for entry in result["entries"]]
 
     def _touch(self, args: dict[str, Any], state: FileState, ctx: TaskContext) -> Change | None:
         path, attrs = args["path"], Attrs.from_args(args)
@@ -136,9 +140,10 @@ class FileModule(Module):
                 return None
         elif state.type == "link" and state.link_target == src:
             return None
-        if state.exists and state.type not in ("link", "file") and not args.get("force"):
+        if state.exists and state.type != "link" and not args.get("force"):
             raise ModuleFailure(
-                f"{path} exists and is a {state.type}; set 'force: true' to replace it with a link"
+                f"cannot link: a {state.type} exists at {path}",
+                hint="set 'force: true' to replace it with the link",
             )
         kind = "hard link" if hard else "symlink"
         before = f"{state.type}{' -> ' + state.link_target if state.link_target else ''}\n"

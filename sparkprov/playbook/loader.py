@@ -10,7 +10,7 @@ from sparkprov.errors import InputError, Place, Problem, describe_value
 from sparkprov.modules import canonical_name, get_module, module_names
 from sparkprov.playbook.model import LoopControl, Play, Playbook, Task
 from sparkprov.playbook.schema import closest, load_schema, validate
-from sparkprov.playbook.yamlsrc import YamlMap, load_yaml_file, place_of
+from sparkprov.playbook.yamlsrc import YamlMap, load_yaml_file, place_of, plain
 
 _LOOP_KEYWORDS = ("loop", "with_items", "with_list", "with_dict")
 
@@ -84,7 +84,8 @@ def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[
         name=str(raw.get("name") or ",".join(_as_tuple(raw["hosts"]))),
         hosts=_as_tuple(raw["hosts"]),
         place=place,
-        vars=raw.get("vars") or {},
+        vars=plain(raw.get("vars") or {}),
+        var_places=dict(getattr(raw.get("vars"), "value_places", {})),
         vars_files=_as_tuple(raw.get("vars_files")),
         tasks=parsed["tasks"],
         handlers=parsed["handlers"],
@@ -223,7 +224,7 @@ def parse_task(
     problems.extend(found)
     if found or args is None:
         return None
-    return _build_task(raw, module, args, name, place)
+    return _build_task(plain(raw), module, plain(args), name, place)
 
 
 def _suggest_module(written: str, keywords: set[str]) -> str | None:

@@ -63,6 +63,7 @@ class Play:
     tasks: tuple[Task, ...]
     handlers: tuple[Task, ...]
     verify: tuple[Task, ...]
+    var_places: dict[str, Place] = field(default_factory=dict)
     become: Any = False
     become_user: str = "root"
     gather_facts: bool = True

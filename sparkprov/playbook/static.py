@@ -164,8 +164,11 @@ class StaticChecker:
         self.external_vars = external_vars
         self.facts = facts
         self.problems: list[Problem] = []
+        self.runtime_names: set[str] = set()
 
     def check(self, play_vars_files: list[dict[str, Any]]) -> list[Problem]:
+        # register and set_fact values live on for the host's later plays too
+        self.runtime_names = _defined_by(t for p in self.playbook.plays for t in (*p.tasks, *p.handlers))
         for play, files_vars in zip(self.playbook.plays, play_vars_files):
             self._check_handlers(play)
             self._check_variables(play, files_vars)
@@ -202,17 +205,13 @@ class StaticChecker:
             | self.external_vars
             | set(play.vars)
             | set(files_vars)
-            | _defined_by(all_tasks)
+            | self.runtime_names
             | set(environment().globals)
             | (self.facts if play.gather_facts else frozenset())
         )
         variables = {**files_vars, **play.vars}
         for key, value in variables.items():
-            place = (
-                getattr(play.vars, "value_places", {}).get(key, play.place)
-                if key in play.vars
-                else play.place
-            )
+            place = play.var_places.get(key, play.place)
             for source in _strings(value):
                 if is_template(source):
                     self._report_unknown(source, known, place, f"variable '{key}' of play '{play.name}'")

@@ -19,7 +19,7 @@ import jinja2
 import jinja2.nodes
 from jinja2.runtime import Context
 
-_SINGLE_EXPRESSION = re.compile(r"^\{\{-?(?P<expr>.*?)-?\}\}$", re.DOTALL)
+_SINGLE_EXPRESSION = re.compile(r"\A\{\{-?(?P<expr>.*?)-?\}\}\Z", re.DOTALL)
 
 
 class TemplateError(Exception):
@@ -34,10 +34,9 @@ class TemplateError(Exception):
 class KnownAfterApply(Exception):
     """A plan evaluated a value that only exists once a pending task has really run."""
 
-    def __init__(self, register: str, key: str) -> None:
-        super().__init__(f"'{register}.{key}' is known after apply")
-        self.register = register
-        self.key = key
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is known after apply")
+        self.what = what
 
 
 class UnknownResult(dict):
@@ -48,7 +47,14 @@ class UnknownResult(dict):
         self.register = register
 
     def __missing__(self, key: str) -> Any:
-        raise KnownAfterApply(self.register, key)
+        raise KnownAfterApply(f"'{self.register}.{key}'")
+
+
+class UnknownValue:
+    """A variable whose value a plan cannot know (set from the output of a task it did not run)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
 
 
 def is_template(value: Any) -> bool:
@@ -132,6 +138,8 @@ class Scope(Mapping[str, Any]):
         if key in self._rendered:
             return self._rendered[key]
         value = self.raw(key)
+        if isinstance(value, UnknownValue):
+            raise KnownAfterApply(f"'{key}' (set by task '{value.source}')")
         if not contains_template(value):
             return value
         if key in self._resolving:
@@ -193,7 +201,7 @@ def _context(template: jinja2.Template, scope: Mapping[str, Any]) -> Context:
 @lru_cache(maxsize=4096)
 def _compile_string(source: str, trim_blocks: bool) -> tuple[bool, jinja2.Template]:
     env = environment(trim_blocks=trim_blocks)
-    match = _SINGLE_EXPRESSION.match(source.strip())
+    match = _SINGLE_EXPRESSION.match(source)  # "{{ x }}\n" is text: the newline is kept
     if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):
         return True, env.from_string("{% set __value__ = (" + match.group("expr") + ") %}")
     return False, env.from_string(source)

@@ -204,3 +204,12 @@ def place_of(root: Any, path: list[Any] | tuple[Any, ...], *, key: bool = False)
         else:
             break
     return best
+
+
+def plain(value: Any) -> Any:
+    """The same data as built-in dicts and lists (what templates and modules should see)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

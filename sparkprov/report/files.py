@@ -27,7 +27,7 @@ def junit_xml(result: RunResult, masker: Masker) -> str:
     for play in result.plays:
         for task_result in play.results:
             shown = task_result.censored() if task_result.task.no_log else task_result
-            name = quoteattr(masker.text(f"[{shown.host}] {shown.task.name}"))
+            name = quoteattr(masker.text(f"[{shown.host}] {shown.name}"))
             body = ""
             if shown.status in (Status.FAILED, Status.UNREACHABLE) and not shown.ignored:
                 failures += 1
@@ -69,14 +69,19 @@ def markdown(result: RunResult, masker: Masker) -> str:
     if pending:
         lines += ["", "## Pending changes", ""]
         lines += [
-            f"- `{r.host}` {r.task.name}: {r.items[0].msg if not r.task.no_log else 'hidden (no_log)'}"
+            f"- `{r.host}` {r.name}: {r.items[0].msg if not r.task.no_log else 'hidden (no_log)'}"
             for r in pending
         ]
-    failed = [r for p in result.plays for r in p.results if r.status in (Status.FAILED, Status.UNREACHABLE)]
+    failed = [
+        r
+        for p in result.plays
+        for r in p.results
+        if r.status in (Status.FAILED, Status.UNREACHABLE) and not r.ignored
+    ]
     if failed:
         lines += ["", "## Failures", ""]
         lines += [
-            f"- `{r.host}` {r.task.name} ({r.task.place}): {r.msg if not r.task.no_log else 'hidden'}"
+            f"- `{r.host}` {r.name} ({r.task.place}): {r.msg if not r.task.no_log else 'hidden'}"
             for r in failed
         ]
     return masker.text("\n".join(lines) + "\n")

@@ -43,7 +43,7 @@ def _tasks(results: list[TaskResult]) -> list[dict[str, Any]]:
             key,
             {
                 "task": {
-                    "name": result.task.name,
+                    "name": result.name,
                     "action": result.task.module,
                     "handler": result.handler,
                     "path": str(result.task.place),
@@ -64,7 +64,7 @@ def _plan(result: RunResult) -> list[dict[str, Any]]:
                 entries.append(
                     {
                         "host": task_result.host,
-                        "task": task_result.task.name,
+                        "task": task_result.name,
                         "action": task_result.task.module,
                         "path": str(task_result.task.place),
                         "handler": task_result.handler,

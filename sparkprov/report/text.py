@@ -79,20 +79,20 @@ class TextReporter:
             if not hosts:
                 self._echo("skipping: no hosts matched", fg="cyan")
 
-    def _task_header(self, task: Task, handler: bool) -> None:
+    def _task_header(self, task: Task, name: str, handler: bool) -> None:
         key = (id(task), handler)
         if self._current == key:
             return
         self._current = key
         kind = "RUNNING HANDLER" if handler else "TASK"
-        title = f"{kind} [{task.name}]"
+        title = f"{kind} [{name}]"
         self._echo()
         self._echo(title + " " + "*" * max(3, 60 - len(title)), bold=True)
 
     def task_finished(self, result: TaskResult) -> None:
         shown = result.censored() if result.task.no_log else result
         with self._lock:
-            self._task_header(result.task, result.handler)
+            self._task_header(result.task, result.name, result.handler)
             if shown.looped:
                 for item in shown.items:
                     self._line(
@@ -179,6 +179,15 @@ class TextReporter:
             return
         self._echo()
         hosts = len({r.host for r in pending})
+        if result.failed_hosts:
+            failed = ", ".join(result.failed_hosts)
+            self._echo(
+                f"Incomplete: the run failed on {failed}; the hosts were not fully checked.",
+                fg="red",
+                bold=True,
+            )
+            if not pending:
+                return
         if not pending:
             self._echo("No changes. The hosts match the playbook.", fg="green", bold=True)
             return
