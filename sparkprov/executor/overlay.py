@@ -15,8 +15,13 @@ from typing import Any
 from sparkprov.connection.base import Become, CommandResult, Connection
 
 
-def is_file_ops(payload: Any) -> bool:
-    return isinstance(payload, list) and all(isinstance(op, dict) and "op" in op for op in payload)
+def file_ops_of(payload: Any) -> list[dict[str, Any]]:
+    """The agent file operations in a change's payload: the payload itself when it is a list of
+    them (file, copy, template...), or its `file_ops` (modules that also run commands)."""
+    if isinstance(payload, list) and all(isinstance(op, dict) and "op" in op for op in payload):
+        return payload
+    ops = getattr(payload, "file_ops", None)
+    return ops if isinstance(ops, list) else []
 
 
 class PlannedConnection(Connection):

@@ -14,7 +14,7 @@ from typing import Any
 
 from sparkprov.connection.base import Become, CommandTimeout, Connection
 from sparkprov.errors import describe_value
-from sparkprov.executor.overlay import PlannedConnection, is_file_ops
+from sparkprov.executor.overlay import PlannedConnection, file_ops_of
 from sparkprov.executor.results import ItemResult, Status, TaskResult
 from sparkprov.modules import get_module
 from sparkprov.modules.base import Module, ModuleFailure, Outcome, TaskContext
@@ -290,8 +290,8 @@ class TaskRunner:
                 outcome, pending = module.unchanged(args, ctx), False
             elif check_only:
                 outcome, pending = module.predicted(change, args), True
-                if isinstance(ctx.conn, PlannedConnection) and is_file_ops(change.payload):
-                    ctx.conn.record(change.payload, become=ctx.become)
+                if isinstance(ctx.conn, PlannedConnection):
+                    ctx.conn.record(file_ops_of(change.payload), become=ctx.become)
             else:
                 outcome, pending = module.apply(change, ctx), False
         except ModuleFailure as exc:

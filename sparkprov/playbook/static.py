@@ -60,6 +60,8 @@ TEMPLATE_VARS = frozenset(
     }
 )
 _GUARD_FILTERS = ("default", "d")
+# Modules whose `src` is a Jinja template rendered with the play's variables (and their own `vars`).
+TEMPLATE_MODULES = ("template", "compose")
 _GUARD_TESTS = ("defined", "undefined")
 
 
@@ -220,8 +222,9 @@ class StaticChecker:
             task_known = known | set(task.vars) | _loop_names(task)
             for source in task_sources(task):
                 self._report_unknown(source, task_known, task.place, f"task '{task.name}'")
-            if task.module == "template" and not is_template(task.args.get("src", "")):
-                self._check_template_file(task, task_known | TEMPLATE_VARS)
+            if task.module in TEMPLATE_MODULES and "src" in task.args and not is_template(task.args["src"]):
+                module_vars = task.args.get("vars") if isinstance(task.args.get("vars"), dict) else {}
+                self._check_template_file(task, task_known | TEMPLATE_VARS | set(module_vars))
 
     def _check_cycles(self, play: Play, variables: dict[str, Any]) -> None:
         """`a: "{{ b }}"` with `b: "{{ a }}"` can never be evaluated: say so before running."""
