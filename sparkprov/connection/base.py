@@ -82,6 +82,8 @@ class Connection(abc.ABC):
     host_name: str
     # True when the host is this machine, so local APIs (the Docker SDK, HTTP to 127.0.0.1) reach it.
     is_local: bool = False
+    # Exchanges with the host (a process started, a remote command); reported per host in JSON.
+    round_trips: int = 0
 
     @abc.abstractmethod
     def run(
@@ -102,6 +104,13 @@ class Connection(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the transport."""
+
+    def round_trip_count(self) -> int:
+        """Exchanges with the host so far (wrappers ask the transport they wrap)."""
+        return self.round_trips
+
+    def invalidate(self) -> None:  # noqa: B027 - optional hook
+        """The host may have changed (a change was applied): forget anything cached about it."""
 
     # Convenience wrappers over `agent`: the single-op cases every module needs.
 

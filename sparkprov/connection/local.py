@@ -74,6 +74,7 @@ class LocalConnection(Connection):
                 env = None
             full = self._sudo_prefix(become) + full
         started = time.monotonic()
+        self.round_trips += 1
         try:
             completed = subprocess.run(
                 full,

@@ -39,6 +39,17 @@ class PlannedConnection(Connection):
     def close(self) -> None:
         self.inner.close()
 
+    def invalidate(self) -> None:
+        self.inner.invalidate()
+
+    def round_trip_count(self) -> int:
+        return self.inner.round_trip_count()
+
+    def prefetch(self, requests: list[tuple[str, bool]], *, become: Become | None) -> None:
+        prefetch = getattr(self.inner, "prefetch", None)
+        if prefetch is not None:
+            prefetch(requests, become=become)
+
     def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
         answers: list[dict[str, Any] | None] = [
             self._walk(op, become) if op["op"] == "walk" else self._predicted(op) for op in ops

@@ -12,7 +12,8 @@ from functools import partial
 from typing import Any, Protocol
 
 from sparkprov import __version__
-from sparkprov.connection.base import Connection, HostUnreachable
+from sparkprov.connection.base import Become, Connection, HostUnreachable
+from sparkprov.executor.cache import CachingConnection
 from sparkprov.executor.overlay import PlannedConnection
 from sparkprov.executor.results import HostStats, ItemResult, Mode, PlayRun, RunResult, Status, TaskResult
 from sparkprov.executor.task import OMIT, TaskRunner, TaskSettings
@@ -250,7 +251,7 @@ class Runner:
     def _connection(self, host: Host) -> Connection:
         conn = self._connections.get(host.name)
         if conn is None:
-            conn = self.connect(host)
+            conn = CachingConnection(self.connect(host))
             if self.options.mode is not Mode.APPLY:
                 conn = PlannedConnection(conn)
             with self._lock:
@@ -289,7 +290,23 @@ class Runner:
                 secret=self.on_secret,
             )
         )
-        return HostRun(name, runner, scope)
+        run = HostRun(name, runner, scope)
+        self._prefetch(play, run, conn)
+        return run
+
+    def _prefetch(self, play: Play, run: HostRun, conn: Connection) -> None:
+        """One batched stat of every path the play's checks will look at (per become user)."""
+        prefetch = getattr(conn, "prefetch", None)
+        if prefetch is None:
+            return
+        by_user: dict[str, tuple[Become | None, list[tuple[str, bool]]]] = {}
+        for task in play.tasks:
+            if task_selected(task, play, self.options):
+                for path, checksum, become in run.runner.probe(task, run.scope):
+                    key = become.user if become else ""
+                    by_user.setdefault(key, (become, []))[1].append((path, checksum))
+        for become, requests in by_user.values():
+            prefetch(requests, become=become)
 
     def _scope(
         self,

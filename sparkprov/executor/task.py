@@ -212,6 +212,29 @@ class TaskRunner:
         result.duration_s = time.monotonic() - started
         return result
 
+    def probe(self, task: Task, scope: Scope) -> list[tuple[str, bool, Become | None]]:
+        """The paths this task's checks will stat (for every loop item), when they can already be
+        worked out; tasks that depend on earlier results are simply left to fetch their own."""
+        module = get_module(task.module)
+        task_scope = scope.child(task.vars) if task.vars else scope
+        try:
+            items = loop_items(task, task_scope)
+            scopes = (
+                [task_scope]
+                if items is None
+                else [task_scope.child(_loop_vars(task, items, i)) for i in range(len(items))]
+            )
+            found: list[tuple[str, bool, Become | None]] = []
+            for item_scope in scopes:
+                args = render(task.args, item_scope)
+                become = self._context(task, item_scope).become
+                found.extend(
+                    (path, checksum, become) for path, checksum in module.probe(args) if isinstance(path, str)
+                )
+            return found
+        except Exception:  # a probe is only an optimisation: the check itself reports real errors
+            return []
+
     @staticmethod
     def _known_after_apply(task: Task, exc: KnownAfterApply) -> ItemResult:
         msg = f"known after apply: uses {exc.what}, the output of a task plan does not run"
@@ -293,7 +316,10 @@ class TaskRunner:
                 if isinstance(ctx.conn, PlannedConnection):
                     ctx.conn.record(file_ops_of(change.payload), become=ctx.become)
             else:
-                outcome, pending = module.apply(change, ctx), False
+                try:
+                    outcome, pending = module.apply(change, ctx), False
+                finally:
+                    ctx.conn.invalidate()  # what checks fetched before may no longer be true
         except ModuleFailure as exc:
             return ItemResult(Status.FAILED, str(exc), data=dict(exc.data))
         except CommandTimeout as exc:

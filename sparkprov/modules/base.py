@@ -105,6 +105,11 @@ class Module(abc.ABC):
     def apply(self, change: Change, ctx: TaskContext) -> Outcome:
         """Carry out a change that `check` returned."""
 
+    def probe(self, args: dict[str, Any]) -> list[tuple[str, bool]]:
+        """Paths `check` will stat, and whether it needs their checksum. The executor fetches them
+        for all tasks of a play in one batch, so a converged host costs one round trip."""
+        return []
+
     def unchanged(self, args: dict[str, Any], ctx: TaskContext) -> Outcome:
         """The result reported (and registered) when `check` found nothing to do."""
         return Outcome(changed=False, data=dict(args))

@@ -52,6 +52,10 @@ class CommandModule(Module):
     def describe(self, args: dict[str, Any]) -> str:
         return args.get("cmd") or shlex.join(self.argv(args))
 
+    def probe(self, args: dict[str, Any]) -> list[tuple[str, bool]]:
+        guards = (args.get("creates"), args.get("removes"))
+        return [(path, False) for path in guards if path and not any(ch in path for ch in "*?[")]
+
     def check(self, args: dict[str, Any], ctx: TaskContext) -> Change | None:
         creates, removes = args.get("creates"), args.get("removes")
         if creates and _exists(ctx, creates):

@@ -54,6 +54,12 @@ class CopyModule(Module):
     def apply(self, change: Change, ctx: TaskContext) -> Outcome:
         return run_ops(change, ctx)
 
+    def probe(self, args: dict[str, Any]) -> list[tuple[str, bool]]:
+        dest = args["dest"]
+        if dest.endswith("/") or args.get("src", "").endswith("/"):
+            return []  # the target's name depends on the source: it is checked on its own
+        return [(dest, True), (os.path.dirname(dest) or "/", False)]
+
     def unchanged(self, args: dict[str, Any], ctx: TaskContext) -> Outcome:
         return Outcome(changed=False, data={"dest": args["dest"]})
 

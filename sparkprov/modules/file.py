@@ -33,6 +33,9 @@ class FileModule(Module):
     def apply(self, change: Change, ctx: TaskContext) -> Outcome:
         return run_ops(change, ctx)
 
+    def probe(self, args: dict[str, Any]) -> list[tuple[str, bool]]:
+        return [(args["path"], False)]
+
     def unchanged(self, args: dict[str, Any], ctx: TaskContext) -> Outcome:
         return Outcome(changed=False, data={"path": args["path"], "state": args.get("state", "file")})
 

@@ -84,5 +84,8 @@ class TemplateModule(Module):
     def apply(self, change: Change, ctx: TaskContext) -> Outcome:
         return run_ops(change, ctx)
 
+    def probe(self, args: dict[str, Any]) -> list[tuple[str, bool]]:
+        return [(args["dest"], True)]
+
     def unchanged(self, args: dict[str, Any], ctx: TaskContext) -> Outcome:
         return Outcome(changed=False, data={"dest": args["dest"], "src": args["src"]})

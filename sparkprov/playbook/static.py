@@ -223,8 +223,9 @@ class StaticChecker:
             for source in task_sources(task):
                 self._report_unknown(source, task_known, task.place, f"task '{task.name}'")
             if task.module in TEMPLATE_MODULES and "src" in task.args and not is_template(task.args["src"]):
-                module_vars = task.args.get("vars") if isinstance(task.args.get("vars"), dict) else {}
-                self._check_template_file(task, task_known | TEMPLATE_VARS | set(module_vars))
+                module_vars = task.args.get("vars")
+                names = set(module_vars) if isinstance(module_vars, dict) else set()
+                self._check_template_file(task, task_known | TEMPLATE_VARS | names)
 
     def _check_cycles(self, play: Play, variables: dict[str, Any]) -> None:
         """`a: "{{ b }}"` with `b: "{{ a }}"` can never be evaluated: say so before running."""

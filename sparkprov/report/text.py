@@ -65,6 +65,7 @@ class TextReporter:
         self._lock = threading.Lock()
         self._current: tuple[int, bool] | None = None
         self._interactive = self.stream.isatty()
+        self._bar_open = False
         self._last_progress: dict[tuple[str, str], float] = {}
 
     def _echo(self, text: str = "", **style: Any) -> None:
@@ -92,6 +93,7 @@ class TextReporter:
     def task_finished(self, result: TaskResult) -> None:
         shown = result.censored() if result.task.no_log else result
         with self._lock:
+            self._end_bar()
             self._task_header(result.task, result.name, result.handler)
             if shown.looped:
                 for item in shown.items:
@@ -116,6 +118,7 @@ class TextReporter:
         key = (host, what)
         finished = total is not None and done >= total
         with self._lock:
+            self._task_header(task, task.name, False)
             if not self._interactive:
                 last = self._last_progress.get(key, 0.0)
                 if not finished and now - last < PROGRESS_INTERVAL_S:
@@ -127,9 +130,16 @@ class TextReporter:
             if total:
                 filled = int(BAR_WIDTH * min(done, total) / total)
                 bar = "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "] "
-            line = f"\r  [{host}] {_short(what, 40)} {bar}{_amount(done, total)}"
-            self.stream.write(self.masker.text(line.ljust(100)) + ("\n" if finished else ""))
+            line = f"\r  [{host}] {_short(what, 60)} {bar}{_amount(done, total)}"
+            self.stream.write(self.masker.text(line.ljust(110)) + ("\n" if finished else ""))
             self.stream.flush()
+            self._bar_open = not finished
+
+    def _end_bar(self) -> None:
+        """A bar that never reached 100% (the pull failed) must not swallow the next line."""
+        if self._bar_open:
+            self.stream.write("\n")
+            self._bar_open = False
 
     def _line(
         self, status: Status, host: str, item: str, msg: str, pending: bool, verbose: bool = False
