@@ -172,6 +172,7 @@ class RunResult:
     plays: list[PlayRun] = field(default_factory=list)
     stats: dict[str, HostStats] = field(default_factory=dict)
     interrupted: bool = False
+    round_trips: dict[str, int] = field(default_factory=dict)  # per host: exchanges with the host
 
     @property
     def pending(self) -> list[TaskResult]:

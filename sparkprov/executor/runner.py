@@ -170,7 +170,8 @@ class Runner:
                 self._run_play(pool, play, files_vars)
         finally:
             pool.shutdown(wait=True)
-            for conn in self._connections.values():
+            for name, conn in self._connections.items():
+                self.result.round_trips[name] = conn.round_trip_count()
                 conn.close()
         return self.result
 

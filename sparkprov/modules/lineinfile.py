@@ -171,6 +171,9 @@ def _attrs_msg(changed: dict[str, tuple[str, str]]) -> str:
 class LineInFileModule(Module):
     name = "lineinfile"
 
+    def probe(self, args: dict[str, Any]) -> list[tuple[str, bool]]:
+        return [(args["path"], True)]
+
     def check(self, args: dict[str, Any], ctx: TaskContext) -> Change | None:
         path = args["path"]
         state = _resolve(ctx, path)

@@ -87,6 +87,7 @@ def render_json(result: RunResult, masker: Masker) -> str:
         ],
         "stats": {host: vars(stats) for host, stats in result.stats.items()},
         "mode": result.mode.value,
+        "round_trips": result.round_trips,
         "plan": _plan(result),
         "verify": [],
         "exit_code": result.exit_code(),
