@@ -243,6 +243,7 @@ def validate(
     playbook: Path | None, inventory: Path | None, extra: tuple[str, ...], output_format: str
 ) -> None:
     """Check syntax, schemas, variables and templates; contact no host."""
+    from sparkprov.compat import compatibility_warnings, format_warning
     from sparkprov.errors import InputError
     from sparkprov.executor.prepare import load_inputs
     from sparkprov.resources import default_playbook
@@ -254,6 +255,7 @@ def validate(
     plays = prepared.playbook.plays
     tasks = sum(len(p.tasks) + len(p.handlers) + len(p.verify) for p in plays)
     path = playbook or default_playbook()
+    warnings = compatibility_warnings(prepared.playbook)
     if output_format == "json":
         import json
 
@@ -264,12 +266,26 @@ def validate(
                     "playbook": str(path),
                     "plays": len(plays),
                     "tasks": tasks,
+                    "warnings": [
+                        {
+                            "file": w.place.file,
+                            "line": w.place.line,
+                            "column": w.place.column,
+                            "rule": w.rule,
+                            "message": w.message,
+                            "fix": w.fix,
+                        }
+                        for w in warnings
+                    ],
                     "exit_code": EXIT_OK,
                 }
             )
         )
-    else:
-        click.echo(f"{path}: valid ({len(plays)} play(s), {tasks} task(s))")
+        return
+    for warning in warnings:
+        click.echo(format_warning(warning), err=True)
+    noted = f", {len(warnings)} compatibility warning(s)" if warnings else ""
+    click.echo(f"{path}: valid ({len(plays)} play(s), {tasks} task(s){noted})")
 
 
 @cli.command()

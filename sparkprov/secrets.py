@@ -8,8 +8,12 @@ import re
 _SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE_KEY)", re.IGNORECASE)
 
 
+# `jupyter_token_env: JUPYTER_TOKEN` names where a secret is, it is not one.
+_REFERENCE_SUFFIXES = ("_env", "_var", "_name", "_file", "_path", "_dir")
+
+
 def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
+    return bool(_SECRET_NAME.search(name)) and not name.lower().endswith(_REFERENCE_SUFFIXES)
 
 
 def secrets_from_environment(environ: dict[str, str] | None = None) -> set[str]:

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from sparkprov.connection import agent
-from sparkprov.connection.base import Become, CommandResult, CommandTimeout, Connection, HostUnreachable
+from sparkprov.connection.base import (
+    Become,
+    BecomeFailed,
+    CommandResult,
+    CommandTimeout,
+    Connection,
+    HostUnreachable,
+    sudo_refusal,
+)
 
 _AGENT_SOURCE = Path(agent.__file__).read_text(encoding="utf-8")
 
@@ -48,7 +56,7 @@ class LocalConnection(Connection):
 
     def _sudo_prefix(self, become: Become) -> list[str]:
         if shutil.which("sudo") is None:
-            raise HostUnreachable(
+            raise BecomeFailed(
                 f"become to '{become.user}' needs sudo, which is not installed on {self.host_name}; "
                 "install sudo or run sparkprov as that user"
             )
@@ -96,11 +104,19 @@ class LocalConnection(Connection):
             return CommandResult(
                 tuple(argv), 126, "", f"{argv[0]}: {exc.strerror}", time.monotonic() - started
             )
+        stderr = completed.stderr.decode("utf-8", "replace")
+        if become is not None and self._needs_sudo(become) and completed.returncode == 1:
+            refusal = sudo_refusal(stderr)
+            if refusal:
+                raise BecomeFailed(
+                    f"become to '{become.user}' failed on {self.host_name}: {refusal}; give this user "
+                    "passwordless sudo (a NOPASSWD rule in /etc/sudoers.d/) or run sparkprov as that user"
+                )
         return CommandResult(
             tuple(argv),
             completed.returncode,
             completed.stdout.decode("utf-8", "replace"),
-            completed.stderr.decode("utf-8", "replace"),
+            stderr,
             time.monotonic() - started,
         )
 

@@ -19,7 +19,7 @@ from sparkprov.executor.results import HostStats, ItemResult, Mode, PlayRun, Run
 from sparkprov.executor.task import OMIT, TaskRunner, TaskSettings
 from sparkprov.inventory import Host, Inventory
 from sparkprov.playbook.model import Play, Playbook, Task
-from sparkprov.playbook.templating import KnownAfterApply, Scope, TemplateError, UnknownValue
+from sparkprov.playbook.templating import DataLayer, KnownAfterApply, Scope, TemplateError, UnknownValue
 from sparkprov.secrets import is_secret_name
 
 
@@ -148,7 +148,7 @@ class Runner:
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._connections: dict[str, Connection] = {}
-        self._runtime_vars: dict[str, dict[str, Any]] = {}
+        self._runtime_vars: dict[str, DataLayer] = {}
         self._facts: dict[str, LazyFacts] = {}
         self._dead_hosts: set[str] = set()
 
@@ -318,7 +318,7 @@ class Runner:
         files_vars: dict[str, Any],
         conn: Connection,
     ) -> Scope:
-        runtime = self._runtime_vars.setdefault(host.name, {})
+        runtime = self._runtime_vars.setdefault(host.name, DataLayer())
         layers: list[Mapping[str, Any]] = [
             self.options.extra_vars,
             runtime,

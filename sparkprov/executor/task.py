@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparkprov.connection.base import Become, CommandTimeout, Connection
+from sparkprov.connection.base import Become, BecomeFailed, CommandTimeout, Connection
 from sparkprov.errors import describe_value
 from sparkprov.executor.overlay import PlannedConnection, file_ops_of
 from sparkprov.executor.results import ItemResult, Status, TaskResult
 from sparkprov.modules import get_module
 from sparkprov.modules.base import Module, ModuleFailure, Outcome, TaskContext
 from sparkprov.playbook.model import Task
-from sparkprov.playbook.schema import validate
+from sparkprov.playbook.schema import coerce, validate
 from sparkprov.playbook.templating import (
     KnownAfterApply,
     Scope,
@@ -284,7 +284,7 @@ class TaskRunner:
             args = render(task.args, scope)
         except TemplateError as exc:
             raise _template_failure(exc, task, "the module arguments") from None
-        args = {k: v for k, v in args.items() if v != OMIT}
+        args = coerce({k: v for k, v in args.items() if v != OMIT}, f"modules/{task.module}")
         problems = validate(
             args,
             f"modules/{task.module}",
@@ -322,7 +322,7 @@ class TaskRunner:
                     ctx.conn.invalidate()  # what checks fetched before may no longer be true
         except ModuleFailure as exc:
             return ItemResult(Status.FAILED, str(exc), data=dict(exc.data))
-        except CommandTimeout as exc:
+        except (CommandTimeout, BecomeFailed) as exc:
             return ItemResult(Status.FAILED, f"{_where(task)}: {exc}")
         diffs = change.diffs if change is not None and self.settings.want_diff else []
         return self._overrides(task, scope, outcome, pending, diffs)

@@ -187,3 +187,20 @@ def find_source(ctx: TaskContext, src: str, subdir: str) -> Path:
     if path is None:
         raise ModuleFailure(f"could not find '{src}' on the controller; looked in: {', '.join(tried)}")
     return path
+
+
+def merge_file_changes(changes: list[Change]) -> Change | None:
+    """One Change doing several file changes in order (their payloads are agent operations)."""
+    if not changes:
+        return None
+    if len(changes) == 1:
+        return changes[0]
+    summary = f"{len(changes)} changes: " + "; ".join(c.summary for c in changes[:3])
+    if len(changes) > 3:
+        summary += "; ..."
+    return Change(
+        summary,
+        [d for c in changes for d in c.diffs],
+        [op for c in changes for op in c.payload],
+        {k: v for c in changes for k, v in c.data.items()},
+    )

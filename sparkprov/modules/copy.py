@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkprov.connection.base import FileState
-from sparkprov.modules._files import Attrs, find_source, parse_mode, plan_write, run_ops
+from sparkprov.modules._files import Attrs, find_source, merge_file_changes, parse_mode, plan_write, run_ops
 from sparkprov.modules.base import Change, Diff, Module, ModuleFailure, Outcome, TaskContext
 
 
@@ -17,22 +17,6 @@ def content_bytes(content: Any) -> bytes:
     if isinstance(content, str):
         return content.encode("utf-8")
     return json.dumps(content).encode("utf-8")
-
-
-def _merge(changes: list[Change]) -> Change | None:
-    if not changes:
-        return None
-    if len(changes) == 1:
-        return changes[0]
-    summary = f"{len(changes)} changes: " + "; ".join(c.summary for c in changes[:3])
-    if len(changes) > 3:
-        summary += "; ..."
-    return Change(
-        summary,
-        [d for c in changes for d in c.diffs],
-        [op for c in changes for op in c.payload],
-        {k: v for c in changes for k, v in c.data.items()},
-    )
 
 
 class CopyModule(Module):
@@ -84,7 +68,7 @@ class CopyModule(Module):
             state = ctx.conn.stat(dest, checksum=True, become=ctx.become)
         elif not parent.exists and make_parent:
             write = plan_write(ctx, dest, data, self._attrs(args, source), state=state)
-            return _merge([self._mkdir(parent.path, args), *([write] if write else [])])
+            return merge_file_changes([self._mkdir(parent.path, args), *([write] if write else [])])
         elif not parent.exists:
             raise ModuleFailure(
                 f"destination directory {parent.path} does not exist",
@@ -130,7 +114,7 @@ class CopyModule(Module):
             )
             if change is not None:
                 changes.append(change)
-        return _merge([c for c in changes if c is not None])
+        return merge_file_changes([c for c in changes if c is not None])
 
     @staticmethod
     def _mkdir(path: str, args: dict[str, Any]) -> Change:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -101,29 +102,28 @@ def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[
     )
 
 
+_FREE_FORM_OPTIONS = re.compile(
+    r"""(?:^|(?<=\s))(creates|removes|chdir|executable|stdin)=('[^']*'|"[^"]*"|\S+)(?=\s|$)"""
+)
+
+
 def parse_kv(text: str, free_form: str | None) -> dict[str, Any]:
-    """Ansible's `key=value` argument strings; for free-form modules the rest is the command."""
-    args: dict[str, Any] = {}
-    rest: list[str] = []
-    special = ("creates", "removes", "chdir", "executable", "stdin")
-    for token in shlex.split(text, posix=True) if free_form is None else _split_keep_quotes(text):
+    """Ansible's `key=value` argument strings. For free-form modules (command, shell) only their
+    options (creates=, chdir=...) are taken out; the rest is the command, kept exactly as written
+    (newlines, quotes and spacing matter to a shell script)."""
+    if free_form is not None:
+        args: dict[str, Any] = {m.group(1): _unquote(m.group(2)) for m in _FREE_FORM_OPTIONS.finditer(text)}
+        command = _FREE_FORM_OPTIONS.sub("", text).strip()
+        if command:
+            args[free_form] = command
+        return args
+    args = {}
+    for token in shlex.split(text, posix=True):
         key, sep, value = token.partition("=")
-        if sep and key.isidentifier() and (free_form is None or key in special):
-            args[key] = _unquote(value) if free_form else value
-        elif free_form is None:
+        if not (sep and key.isidentifier()):
             raise ValueError(f"expected key=value, got '{token}'")
-        else:
-            rest.append(token)
-    if free_form is not None and rest:
-        args[free_form] = " ".join(rest)
+        args[key] = value
     return args
-
-
-def _split_keep_quotes(text: str) -> list[str]:
-    lexer = shlex.shlex(text, posix=False, punctuation_chars=False)
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    return list(lexer)
 
 
 def _unquote(value: str) -> str:

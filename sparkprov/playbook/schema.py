@@ -187,3 +187,34 @@ def _describe(
         best = max(error.context, key=lambda e: len(list(e.absolute_path)))
         return _describe(best, instance, root, base_path, fallback, what, schema_name)
     return [Problem(place, f"{subject} in {what}: {error.message}", key=label)]
+
+
+_TRUE = ("true", "yes", "on", "1", "y")
+_FALSE = ("false", "no", "off", "0", "n", "")
+
+
+def coerce(args: dict[str, Any], schema_name: str) -> dict[str, Any]:
+    """Rendered values are strings ("{{ flag }}" with -e flag=true gives 'true'); turn them into the
+    booleans and numbers the module's schema declares, as Ansible's argument spec does."""
+    properties = load_schema(schema_name).get("properties", {})
+    return {key: _coerce_value(value, properties.get(key, {})) for key, value in args.items()}
+
+
+def _coerce_value(value: Any, schema: dict[str, Any]) -> Any:
+    if not isinstance(value, str):
+        return value
+    declared = schema.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    if "string" in types or not types:
+        return value
+    text = value.strip()
+    if "boolean" in types and text.lower() in _TRUE + _FALSE:
+        return text.lower() in _TRUE
+    if "integer" in types and text.lstrip("-").isdigit():
+        return int(text)
+    if "number" in types:
+        try:
+            return float(text)
+        except ValueError:
+            return value
+    return value

@@ -101,6 +101,12 @@ def environment(*, trim_blocks: bool = True, lstrip_blocks: bool = False) -> jin
     return _make_environment(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
 
 
+class DataLayer(dict):  # type: ignore[type-arg]
+    """Variables that are results, not templates: registered task results, set_fact values and
+    facts. A command's output that contains '{{' is text, and is never rendered again (Ansible
+    marks such values unsafe)."""
+
+
 class Scope(Mapping[str, Any]):
     """Variables for one evaluation: layers searched first to last, raw values rendered on access.
 
@@ -122,11 +128,15 @@ class Scope(Mapping[str, Any]):
         return Scope(self._layers, parent=self._parent)
 
     def raw(self, key: str) -> Any:
+        return self._find(key)[0]
+
+    def _find(self, key: str) -> tuple[Any, bool]:
+        """The value as stored, and whether it is data (never templated again)."""
         for layer in self._layers:
             if key in layer:
-                return layer[key]
+                return layer[key], isinstance(layer, DataLayer)
         if self._parent is not None:
-            return self._parent.raw(key)
+            return self._parent._find(key)
         raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
@@ -137,10 +147,10 @@ class Scope(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key in self._rendered:
             return self._rendered[key]
-        value = self.raw(key)
+        value, data = self._find(key)
         if isinstance(value, UnknownValue):
             raise KnownAfterApply(f"'{key}' (set by task '{value.source}')")
-        if not contains_template(value):
+        if data or not contains_template(value):
             return value
         if key in self._resolving:
             chain = " -> ".join([*self._resolving[self._resolving.index(key) :], key])

@@ -29,7 +29,8 @@ def test_push_pull_and_digest_matches_repo_digests(
 
     inspect = dockerd.docker("image", "inspect", "--format", "{{json .RepoDigests}}", ref)
     digest = manifest_digest(registry, "nvidia/pytorch", "25.11-py3")
-    assert json.loads(inspect.stdout) == [f"{registry.url}/nvidia/pytorch@{digest}"]
+    # Other tests of the session may have pushed the same image under other names too.
+    assert f"{registry.url}/nvidia/pytorch@{digest}" in json.loads(inspect.stdout)
 
 
 @pytest.mark.docker
