@@ -6,19 +6,22 @@ anywhere is an `InputError` (exit code 4) listing all of them, and no connection
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sparkprov.errors import InputError, Place, Problem
 from sparkprov.facts.host import ANSIBLE_FACT_NAMES
-from sparkprov.inventory import Inventory, implicit_localhost, load_inventory
+from sparkprov.inventory import Inventory, implicit_localhost, load_inventory, load_vars_dirs
 from sparkprov.playbook.loader import load_playbook
 from sparkprov.playbook.model import Play, Playbook
 from sparkprov.playbook.static import StaticChecker
 from sparkprov.playbook.templating import Scope, TemplateError, is_template, render_string
 from sparkprov.playbook.variables import load_vars_file, parse_extra_vars
 from sparkprov.resources import default_playbook
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,18 +36,14 @@ def load_inputs(
     playbook_path: Path | None, inventory_path: Path | None, extra: tuple[str, ...], limit: str | None
 ) -> Prepared:
     problems: list[Problem] = []
-    playbook = inventory = None
-    extra_vars: dict[str, Any] = {}
-    for step in ("playbook", "inventory", "extra"):
-        try:
-            if step == "playbook":
-                playbook = load_playbook(playbook_path or default_playbook())
-            elif step == "inventory":
-                inventory = load_inventory(inventory_path) if inventory_path else implicit_localhost()
-            else:
-                extra_vars = parse_extra_vars(extra)
-        except InputError as exc:
-            problems.extend(exc.problems)
+    playbook = _collect(problems, lambda: load_playbook(playbook_path or default_playbook()))
+    inventory = _collect(
+        problems, lambda: load_inventory(inventory_path) if inventory_path else implicit_localhost()
+    )
+    extra_vars = _collect(problems, lambda: parse_extra_vars(extra)) or {}
+    if playbook is not None and inventory is not None:
+        # group_vars/ and host_vars/ next to the playbook count too, as in Ansible
+        _collect(problems, lambda: load_vars_dirs(inventory, playbook.directory))
     if problems:
         raise InputError(problems)
     assert playbook is not None and inventory is not None
@@ -62,6 +61,15 @@ def load_inputs(
     if problems:
         raise InputError(problems)
     return Prepared(playbook, inventory, extra_vars, play_vars_files)
+
+
+def _collect(problems: list[Problem], load: Callable[[], T]) -> T | None:
+    """Run one loading step; its input problems join the others so all are reported at once."""
+    try:
+        return load()
+    except InputError as exc:
+        problems.extend(exc.problems)
+        return None
 
 
 def _vars_files(

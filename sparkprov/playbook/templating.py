@@ -101,7 +101,7 @@ def environment(*, trim_blocks: bool = True, lstrip_blocks: bool = False) -> jin
     return _make_environment(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
 
 
-class DataLayer(dict):  # type: ignore[type-arg]
+class DataLayer(dict):
     """Variables that are results, not templates: registered task results, set_fact values and
     facts. A command's output that contains '{{' is text, and is never rendered again (Ansible
     marks such values unsafe)."""
