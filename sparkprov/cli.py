@@ -116,6 +116,7 @@ def _run(
     output_format: str,
     diff: bool,
     report_dir: Path | None,
+    no_verify: bool = False,
 ) -> int:
     from sparkprov.connection import connect
     from sparkprov.errors import InputError
@@ -142,6 +143,7 @@ def _run(
         extra_vars=prepared.extra_vars,
         forks=forks,
         limit=limit,
+        no_verify=no_verify,
     )
     runner = Runner(
         prepared.playbook,
@@ -213,7 +215,7 @@ def _finish(code: int) -> None:
 @click.option("--no-verify", is_flag=True, help="Do not run the playbook's verify steps at the end.")
 def apply(check: bool, diff: bool, no_verify: bool, **selectors: Any) -> None:
     """Bring the hosts to the state the playbook declares."""
-    _finish(_run("plan" if check else "apply", diff=diff, **selectors))
+    _finish(_run("plan" if check else "apply", diff=diff, no_verify=no_verify, **selectors))
 
 
 @cli.command()

@@ -9,6 +9,7 @@ from typing import Any
 from sparkprov.modules.base import Diff
 from sparkprov.playbook.model import Play, Task
 from sparkprov.playbook.templating import UnknownResult
+from sparkprov.verify.base import StepResult, StepStatus
 
 NO_LOG_MESSAGE = (
     "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
@@ -167,12 +168,45 @@ class PlayRun:
 
 
 @dataclass
+class VerifyResult:
+    """One verification step on one host (one per loop item): expected vs measured and the verdict."""
+
+    task: Task  # the verify entry; `task.module` is the step ("gpu", "http"...)
+    host: str
+    play: str
+    name: str  # as rendered for this host
+    step: StepResult
+    duration_s: float = 0.0
+    item: str | None = None  # the loop item's label
+    ignored: bool = False  # failed, but ignore_errors: reported, not counted as a failure
+
+    @property
+    def status(self) -> StepStatus:
+        return self.step.status
+
+    @property
+    def failed(self) -> bool:
+        return self.step.status is StepStatus.FAIL and not self.ignored
+
+    def censored(self) -> VerifyResult:
+        """What people and reports see of a `no_log` step: the verdict, not the values."""
+        hidden = StepResult(self.step.status, reason=NO_LOG_MESSAGE if self.step.reason else "")
+        return VerifyResult(
+            self.task, self.host, self.play, self.name, hidden, self.duration_s, None, self.ignored
+        )
+
+    def shown(self) -> VerifyResult:
+        return self.censored() if self.task.no_log else self
+
+
+@dataclass
 class RunResult:
     mode: Mode
     plays: list[PlayRun] = field(default_factory=list)
     stats: dict[str, HostStats] = field(default_factory=dict)
     interrupted: bool = False
     round_trips: dict[str, int] = field(default_factory=dict)  # per host: exchanges with the host
+    verify: list[VerifyResult] = field(default_factory=list)
 
     @property
     def pending(self) -> list[TaskResult]:
@@ -182,10 +216,14 @@ class RunResult:
     def failed_hosts(self) -> list[str]:
         return [h for h, s in self.stats.items() if s.failures or s.unreachable]
 
+    @property
+    def failed_verifications(self) -> list[VerifyResult]:
+        return [r for r in self.verify if r.failed]
+
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        if self.failed_hosts:
+        if self.failed_hosts or self.failed_verifications:
             return 1
         if self.mode is Mode.PLAN and self.pending:
             return 2

@@ -9,14 +9,25 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 from sparkprov import __version__
 from sparkprov.connection.base import Become, Connection, HostUnreachable
 from sparkprov.executor.cache import CachingConnection
 from sparkprov.executor.overlay import PlannedConnection
-from sparkprov.executor.results import HostStats, ItemResult, Mode, PlayRun, RunResult, Status, TaskResult
+from sparkprov.executor.results import (
+    HostStats,
+    ItemResult,
+    Mode,
+    PlayRun,
+    RunResult,
+    Status,
+    TaskResult,
+    VerifyResult,
+)
 from sparkprov.executor.task import OMIT, TaskRunner, TaskSettings
+from sparkprov.executor.verification import VerificationRunner
 from sparkprov.inventory import Host, Inventory
 from sparkprov.playbook.model import Play, Playbook, Task
 from sparkprov.playbook.templating import DataLayer, KnownAfterApply, Scope, TemplateError, UnknownValue
@@ -32,12 +43,20 @@ class RunOptions:
     extra_vars: dict[str, Any] = field(default_factory=dict)
     forks: int = 10
     limit: str | None = None
+    no_verify: bool = False
+
+    @property
+    def runs_verify(self) -> bool:
+        """`apply` runs the verify steps at the end (unless --no-verify), `verify` runs them, `plan` never."""
+        return self.mode is Mode.VERIFY or (self.mode is Mode.APPLY and not self.no_verify)
 
 
 class Observer(Protocol):
     def play_started(self, play: Play, hosts: list[str]) -> None: ...
 
     def task_finished(self, result: TaskResult) -> None: ...
+
+    def verify_finished(self, result: VerifyResult) -> None: ...
 
     def progress(self, host: str, task: Task, what: str, done: int, total: int | None) -> None: ...
 
@@ -226,6 +245,7 @@ class Runner:
             if not self._may_continue(play, batch, runs, starts):
                 return False
         self._flush_handlers(pool, play, play_run, runs)
+        self._verify(pool, play, runs)
         return self._may_continue(play, batch, runs, starts)
 
     def _may_continue(self, play: Play, batch: list[str], runs: list[HostRun], starts: list[Any]) -> bool:
@@ -351,6 +371,7 @@ class Runner:
             "inventory_hostname": host.name,
             "inventory_hostname_short": host.name.split(".")[0],
             "inventory_file": inventory.source,
+            "inventory_dir": _inventory_dir(inventory.source, self.playbook.directory),
             "group_names": inventory.group_names(host),
             "groups": {name: inventory.members(name) for name in inventory.groups},
             "hostvars": {name: inventory.host_vars(h) for name, h in inventory.hosts.items()},
@@ -430,6 +451,24 @@ class Runner:
             if not progressed:
                 return
 
+    def _verify(self, pool: ThreadPoolExecutor, play: Play, runs: list[HostRun]) -> None:
+        """The play's verify steps, in order, each on every host that did not fail (in parallel).
+        A failed step fails the run (exit 1) but does not stop the host's later steps or plays."""
+        if not self.options.runs_verify:
+            return
+        for step in play.verify:
+            alive = [r for r in runs if not r.failed]
+            if self.stop.is_set() or not alive:
+                return
+            if task_selected(step, play, self.options):
+                self._parallel(pool, partial(self._verify_step, play, step), alive)
+
+    def _verify_step(self, play: Play, step: Task, run: HostRun) -> None:
+        for result in VerificationRunner(run.runner.settings).run(step, run.name, play.name, run.scope):
+            with self._lock:
+                self.result.verify.append(result)
+            self.observer.verify_finished(result)
+
     def _unreachable(
         self, play_run: PlayRun, play: Play, host: str, message: str, task: Task | None = None
     ) -> None:
@@ -440,3 +479,11 @@ class Runner:
             return
         item = ItemResult(Status.UNREACHABLE, message)
         self._record(play_run, TaskResult(target, host, Status.UNREACHABLE, [item], msg=message))
+
+
+def _inventory_dir(source: str, fallback: Path) -> str:
+    """Ansible's inventory_dir: the inventory's folder (the playbook's, for the implicit localhost)."""
+    path = Path(source)
+    if path.is_dir():
+        return str(path)
+    return str(path.parent) if path.exists() else str(fallback)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sparkprov import verify
 from sparkprov.errors import InputError, Place, Problem, describe_value
 from sparkprov.modules import canonical_name, get_module, module_names
 from sparkprov.playbook.model import LoopControl, Play, Playbook, Task
@@ -14,6 +17,32 @@ from sparkprov.playbook.schema import closest, load_schema, validate
 from sparkprov.playbook.yamlsrc import YamlMap, load_yaml_file, place_of, plain
 
 _LOOP_KEYWORDS = ("loop", "with_items", "with_list", "with_dict")
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """What the one action key of an entry names: a module (tasks, handlers) or a verification step."""
+
+    noun: str
+    schema_dir: str  # argument schemas are schemas/<schema_dir>/<name>.json
+    names: Callable[[], list[str]]
+    canonical: Callable[[str], str | None]
+    free_form: Callable[[str], str | None]
+    keywords: frozenset[str] | None = None  # the task keywords allowed; None: all of them
+    # Problems the schema cannot see, as (path below the arguments, message).
+    more_problems: Callable[[str, dict[str, Any]], list[tuple[list[str], str]]] = lambda name, args: []
+
+
+_MODULES = _Catalogue("module", "modules", module_names, canonical_name, lambda m: get_module(m).free_form)
+_STEPS = _Catalogue(
+    "verification step",
+    "verify",
+    verify.step_names,
+    lambda name: name if verify.is_step(name) else None,
+    lambda name: verify.get_step(name).free_form,
+    verify.KEYWORDS,
+    lambda name, args: verify.get_step(name).expectation_problems(args),
+)
 
 
 def task_keywords() -> list[str]:
@@ -59,22 +88,17 @@ def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[
         return None
     found = validate(raw, "play", root=root, base_path=path, fallback=place, what="play")
     problems.extend(found)
-    if raw.get("verify"):
-        problems.append(
-            Problem(
-                place_of(root, [*path, "verify"], key=True) or place,
-                "this version of sparkprov has no verification steps yet, so 'verify' cannot run",
-                key="verify",
-                hint="remove the 'verify' section, or check it with tasks (command + failed_when, assert)",
-            )
-        )
-    kinds = (("tasks", "task"), ("handlers", "handler"))
+    kinds = (
+        ("tasks", "task", _MODULES),
+        ("handlers", "handler", _MODULES),
+        ("verify", "verify step", _STEPS),
+    )
     parsed: dict[str, tuple[Task, ...]] = {}
-    for key, kind in kinds:
+    for key, kind, catalogue in kinds:
         items = []
         entries = raw.get(key)
         for i, item in enumerate(entries if isinstance(entries, list) else []):
-            task = parse_task(item, root, [*path, key, i], file, problems, kind=kind)
+            task = parse_task(item, root, [*path, key, i], file, problems, kind=kind, catalogue=catalogue)
             if task is not None:
                 items.append(task)
         parsed[key] = tuple(items)
@@ -90,7 +114,7 @@ def _parse_play(raw: Any, root: Any, path: list[Any], file: str, problems: list[
         vars_files=_as_tuple(raw.get("vars_files")),
         tasks=parsed["tasks"],
         handlers=parsed["handlers"],
-        verify=(),
+        verify=parsed["verify"],
         become=raw.get("become", False),
         become_user=raw.get("become_user", "root"),
         gather_facts=raw.get("gather_facts", True),
@@ -133,10 +157,10 @@ def _unquote(value: str) -> str:
 
 
 def _module_args(
-    raw: dict[str, Any], key: str, module: str, place: Place, problems: list[Problem]
+    raw: dict[str, Any], key: str, module: str, place: Place, problems: list[Problem], catalogue: _Catalogue
 ) -> dict[str, Any] | None:
     value = raw[key]
-    free_form = get_module(module).free_form
+    free_form = catalogue.free_form(module)
     if value is None:
         args: dict[str, Any] = {}
     elif isinstance(value, dict):
@@ -155,7 +179,7 @@ def _module_args(
     extra = raw.get("args")
     if isinstance(extra, dict):
         args = {**extra, **args}
-    aliases = load_schema(f"modules/{module}").get("x-aliases", {})
+    aliases = load_schema(f"{catalogue.schema_dir}/{module}").get("x-aliases", {})
     for alias, target in aliases.items():
         if alias in args and target not in args:
             args[target] = args.pop(alias)
@@ -163,7 +187,14 @@ def _module_args(
 
 
 def parse_task(
-    raw: Any, root: Any, path: list[Any], file: str, problems: list[Problem], *, kind: str = "task"
+    raw: Any,
+    root: Any,
+    path: list[Any],
+    file: str,
+    problems: list[Problem],
+    *,
+    kind: str = "task",
+    catalogue: _Catalogue = _MODULES,
 ) -> Task | None:
     place = place_of(root, path) or Place(file)
     if not isinstance(raw, dict):
@@ -173,67 +204,84 @@ def parse_task(
     module_keys = [k for k in raw if k not in keywords]
     name = str(raw.get("name") or "")
     label = f"{kind} '{name}'" if name else kind
+    noun = catalogue.noun
     if not module_keys:
         problems.append(
             Problem(
                 place,
-                f"{label} has no module",
-                hint=f"add exactly one of: {', '.join(module_names())}",
+                f"{label} has no {noun}",
+                hint=f"add exactly one of: {', '.join(catalogue.names())}",
             )
         )
         return None
-    known = [k for k in module_keys if canonical_name(str(k))]
+    known = [k for k in module_keys if catalogue.canonical(str(k))]
     for key in module_keys:
         if key in known:
             continue
         key_place = place_of(root, [*path, key], key=True) or place
-        suggestion = _suggest_module(str(key), keywords)
+        suggestion = _suggest_module(str(key), keywords, catalogue.names())
         hint = f"did you mean '{suggestion}'? " if suggestion else ""
         problems.append(
             Problem(
                 key_place,
-                f"unknown module or keyword '{key}' in {label}",
+                f"unknown {noun} or keyword '{key}' in {label}",
                 key=str(key),
-                hint=hint + f"modules: {', '.join(module_names())}",
+                hint=hint + f"{noun}s: {', '.join(catalogue.names())}",
             )
         )
     if len(known) > 1:
         problems.append(
             Problem(
-                place, f"{label} has more than one module: {', '.join(known)}", hint="split it in two tasks"
+                place, f"{label} has more than one {noun}: {', '.join(known)}", hint="split it in two tasks"
             )
         )
+    for key in raw:
+        if catalogue.keywords is not None and key in keywords and key not in catalogue.keywords:
+            problems.append(
+                Problem(
+                    place_of(root, [*path, key], key=True) or place,
+                    f"'{key}' is not supported in a {kind}",
+                    key=str(key),
+                    hint=f"a {kind} takes: {', '.join(sorted(catalogue.keywords))}",
+                )
+            )
     if len(known) != 1 or len(known) != len(module_keys):
         return None
     key = known[0]
-    module = canonical_name(key)
+    module = catalogue.canonical(key)
     assert module is not None
     keyword_part = {k: v for k, v in raw.items() if k != key}
     found = validate(keyword_part, "task", root=root, base_path=path, fallback=place, what=label)
-    args = _module_args(raw, key, module, place_of(root, [*path, key]) or place, problems)
+    args = _module_args(raw, key, module, place_of(root, [*path, key]) or place, problems, catalogue)
     if args is not None:
         args_root = root if isinstance(raw.get(key), YamlMap) else None
+        args_place = place_of(root, [*path, key]) or place
         found += validate(
             args,
-            f"modules/{module}",
+            f"{catalogue.schema_dir}/{module}",
             root=args_root,
             base_path=[*path, key] if args_root is not None else [],
-            fallback=place_of(root, [*path, key]) or place,
-            what=f"module '{module}' of {label}",
+            fallback=args_place,
+            what=f"{noun} '{module}' of {label}",
         )
+        if not found:
+            found += [
+                Problem(place_of(root, [*path, key, *sub]) or args_place, f"{label}: {message}", key=sub[-1])
+                for sub, message in catalogue.more_problems(module, args)
+            ]
     problems.extend(found)
     if found or args is None:
         return None
     return _build_task(plain(raw), module, plain(args), name, place)
 
 
-def _suggest_module(written: str, keywords: set[str]) -> str | None:
+def _suggest_module(written: str, keywords: set[str], names: list[str]) -> str | None:
     """Closest module or keyword, keeping an `ansible.builtin.` style prefix the user wrote."""
     prefix, _, bare = written.rpartition(".")
     if prefix:
-        match = closest(bare, module_names())
+        match = closest(bare, names)
         return f"{prefix}.{match}" if match else None
-    return closest(written, [*module_names(), *keywords])
+    return closest(written, [*names, *keywords])
 
 
 def _conditions(value: Any) -> list[Any]:

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from sparkprov.executor.results import RunResult, Status
+from sparkprov.executor.results import RunResult, Status, VerifyResult
 from sparkprov.report.jsonout import render_json
 from sparkprov.report.masking import Masker
+from sparkprov.verify.base import StepStatus
 
 
 def _write(path: Path, text: str) -> None:
@@ -40,6 +41,11 @@ def junit_xml(result: RunResult, masker: Masker) -> str:
                 f"    <testcase classname={quoteattr(masker.text(play.play.name))} name={name} "
                 f'time="{shown.duration_s:.3f}">{body}</testcase>'
             )
+    for verified in result.verify:
+        case, failed, skip = _verify_case(verified, masker)
+        cases.append(case)
+        failures += failed
+        skipped += skip
     header = (
         f'  <testsuite name="sparkprov {result.mode.value}" tests="{len(cases)}" failures="{failures}" '
         f'skipped="{skipped}" hostname={quoteattr(socket.gethostname())} '
@@ -50,6 +56,53 @@ def junit_xml(result: RunResult, masker: Masker) -> str:
         + "\n".join([header, *cases])
         + ("\n  </testsuite>\n</testsuites>\n")
     )
+
+
+def _verify_case(verified: VerifyResult, masker: Masker) -> tuple[str, int, int]:
+    """A verify step on a host as a testcase (classname 'PLAY verify'); (xml, failures, skipped)."""
+    shown = verified.shown()
+    label = shown.name + (f" (item={shown.item})" if shown.item is not None else "")
+    name = quoteattr(masker.text(f"[{shown.host}] {label}"))
+    classname = quoteattr(masker.text(f"{shown.play} verify"))
+    message = masker.text(shown.step.summary())
+    body, failed, skip = "", 0, 0
+    if shown.status is StepStatus.FAIL and not shown.ignored:
+        body, failed = f"<failure message={quoteattr(message)}>{escape(message)}</failure>", 1
+    elif shown.status is StepStatus.SKIP:
+        body, skip = f"<skipped message={quoteattr(message)}/>", 1
+    elif message:
+        body = f"<system-out>{escape(message)}</system-out>"
+    case = f'    <testcase classname={classname} name={name} time="{shown.duration_s:.3f}">{body}</testcase>'
+    return case, failed, skip
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _verify_table(result: RunResult) -> list[str]:
+    if not result.verify:
+        return []
+    lines = [
+        "",
+        "## Verification",
+        "",
+        "| host | step | status | expected | measured | reason |",
+        "|---|---|---|---|---|---|",
+    ]
+    for verified in result.verify:
+        shown = verified.shown()
+        step = shown.step
+        expected = "; ".join(f"{k} {v.expected}" for k, v in step.verdicts.items())
+        measured = "; ".join(f"{k} {v.measured_text}" for k, v in step.verdicts.items())
+        status = shown.status.name + (" (ignored)" if shown.ignored else "")
+        label = shown.name + (f" (item={shown.item})" if shown.item is not None else "")
+        reason = step.reason if step.status is not StepStatus.PASS else ""
+        lines.append(
+            f"| {_cell(shown.host)} | {_cell(label)} | {status} | {_cell(expected)} | {_cell(measured)} "
+            f"| {_cell(reason)} |"
+        )
+    return lines
 
 
 def markdown(result: RunResult, masker: Masker) -> str:
@@ -84,6 +137,7 @@ def markdown(result: RunResult, masker: Masker) -> str:
             f"- `{r.host}` {r.name} ({r.task.place}): {r.msg if not r.task.no_log else 'hidden'}"
             for r in failed
         ]
+    lines += _verify_table(result)
     return masker.text("\n".join(lines) + "\n")
 
 

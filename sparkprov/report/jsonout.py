@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sparkprov.executor.results import ItemResult, RunResult, TaskResult
+from sparkprov.executor.results import ItemResult, RunResult, TaskResult, VerifyResult
 from sparkprov.report.masking import Masker
 
 
@@ -76,6 +76,33 @@ def _plan(result: RunResult) -> list[dict[str, Any]]:
     return entries
 
 
+def verify_entry(result: VerifyResult) -> dict[str, Any]:
+    """One step on one host: `{host, play, name, step, status, expected, measured, verdicts, reason,
+    duration}`, plus `item`, `ignored`, `details` and `path` where they apply."""
+    shown = result.shown()
+    step = shown.step
+    entry: dict[str, Any] = {
+        "host": shown.host,
+        "play": shown.play,
+        "name": shown.name,
+        "step": shown.task.module,
+        "status": step.status.value,
+        "expected": step.expected,
+        "measured": step.measured,
+        "verdicts": {metric: verdict.as_dict() for metric, verdict in step.verdicts.items()},
+        "reason": step.reason,
+        "duration": round(shown.duration_s, 6),
+        "path": str(shown.task.place),
+    }
+    if shown.item is not None:
+        entry["item"] = shown.item
+    if shown.ignored:
+        entry["ignored"] = True
+    if step.details:
+        entry["details"] = step.details
+    return entry
+
+
 def render_json(result: RunResult, masker: Masker) -> str:
     document = {
         "plays": [
@@ -89,7 +116,7 @@ def render_json(result: RunResult, masker: Masker) -> str:
         "mode": result.mode.value,
         "round_trips": result.round_trips,
         "plan": _plan(result),
-        "verify": [],
+        "verify": [verify_entry(r) for r in result.verify],
         "exit_code": result.exit_code(),
     }
     return json.dumps(masker.data(document), indent=2, default=str)

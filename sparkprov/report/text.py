@@ -9,9 +9,10 @@ from typing import Any, TextIO
 
 import click
 
-from sparkprov.executor.results import Mode, RunResult, Status, TaskResult
+from sparkprov.executor.results import Mode, RunResult, Status, TaskResult, VerifyResult
 from sparkprov.playbook.model import Play, Task
 from sparkprov.report.masking import Masker
+from sparkprov.verify.base import StepStatus
 
 _COLOURS = {
     Status.OK: "green",
@@ -20,6 +21,8 @@ _COLOURS = {
     Status.SKIPPED: "cyan",
     Status.UNREACHABLE: "red",
 }
+
+_VERIFY_COLOURS = {StepStatus.PASS: "green", StepStatus.FAIL: "red", StepStatus.SKIP: "cyan"}
 
 
 PROGRESS_INTERVAL_S = 5.0
@@ -80,12 +83,12 @@ class TextReporter:
             if not hosts:
                 self._echo("skipping: no hosts matched", fg="cyan")
 
-    def _task_header(self, task: Task, name: str, handler: bool) -> None:
+    def _task_header(self, task: Task, name: str, handler: bool, kind: str = "") -> None:
         key = (id(task), handler)
         if self._current == key:
             return
         self._current = key
-        kind = "RUNNING HANDLER" if handler else "TASK"
+        kind = kind or ("RUNNING HANDLER" if handler else "TASK")
         title = f"{kind} [{name}]"
         self._echo()
         self._echo(title + " " + "*" * max(3, 60 - len(title)), bold=True)
@@ -109,6 +112,21 @@ class TextReporter:
                     item.status, shown.host, "", item.msg, item.pending, verbose=shown.task.module == "debug"
                 )
                 self._diffs(item.diffs)
+            if shown.ignored:
+                self._echo("...ignoring", fg="cyan")
+
+    def verify_finished(self, result: VerifyResult) -> None:
+        """`pass: [host]`, or `fail:`/`skip:` with the reason, under a VERIFY [step] header."""
+        shown = result.shown()
+        with self._lock:
+            self._end_bar()
+            self._task_header(shown.task, shown.name, False, kind="VERIFY")
+            line = f"{shown.status.value}: [{shown.host}]"
+            if shown.item is not None:
+                line += f" => (item={_short(shown.item)})"
+            if shown.status is not StepStatus.PASS and shown.step.reason:
+                line += f" {'-' if shown.item is not None else '=>'} {shown.step.reason}"
+            self._echo(line, fg=_VERIFY_COLOURS[shown.status])
             if shown.ignored:
                 self._echo("...ignoring", fg="cyan")
 
@@ -168,6 +186,7 @@ class TextReporter:
                 self._echo(line, fg=colour) if colour else self._echo(line)
 
     def finished(self, result: RunResult) -> None:
+        self._verify_section(result)
         self._echo()
         self._echo("PLAY RECAP " + "*" * 50, bold=True)
         width = max((len(h) for h in result.stats), default=0)
@@ -182,6 +201,28 @@ class TextReporter:
                 fg=colour,
             )
         self._summary(result)
+
+    def _verify_section(self, result: RunResult) -> None:
+        """One line per step and host: PASS/FAIL/SKIP, then expected vs measured (or the reason)."""
+        if not result.verify:
+            return
+        self._echo()
+        self._echo("VERIFY " + "*" * 54, bold=True)
+        for verified in result.verify:
+            shown = verified.shown()
+            label = shown.name + (f" (item={_short(shown.item)})" if shown.item is not None else "")
+            word = shown.status.name + (" (ignored)" if shown.ignored else "")
+            line = f"{word} [{shown.host}] {label}"
+            detail = shown.step.summary()
+            self._echo(line + (f": {detail}" if detail else ""), fg=_VERIFY_COLOURS[shown.status])
+        counts = {status: sum(1 for r in result.verify if r.status is status) for status in StepStatus}
+        ignored = sum(1 for r in result.verify if r.ignored)
+        self._echo(
+            f"verify: {counts[StepStatus.PASS]} passed, {counts[StepStatus.FAIL] - ignored} failed, "
+            f"{counts[StepStatus.SKIP]} skipped" + (f", {ignored} failed but ignored" if ignored else ""),
+            bold=True,
+            fg="red" if result.failed_verifications else None,
+        )
 
     def _summary(self, result: RunResult) -> None:
         pending = result.pending
@@ -198,6 +239,12 @@ class TextReporter:
             )
             if not pending:
                 return
+        if not pending and result.failed_verifications:
+            count = len(result.failed_verifications)
+            self._echo(
+                f"No changes, but {count} verify step(s) failed (see VERIFY above).", fg="red", bold=True
+            )
+            return
         if not pending:
             self._echo("No changes. The hosts match the playbook.", fg="green", bold=True)
             return

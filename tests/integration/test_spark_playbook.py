@@ -130,6 +130,10 @@ def test_spark_playbook_converges_and_reports_drift(spark: dict) -> None:
     running = spark["dockerd"].docker("ps", "--filter", "label=com.docker.compose.project=pytorch-dev", "-q")
     assert running.stdout.strip(), "the dev container is not running"
 
+    verdicts = {(v["name"], v["status"]) for v in first["verify"]}
+    assert ("the Ollama API answers", "pass") in verdicts
+    assert ("PyTorch sees the GPU inside the NGC container", "skip") in verdicts  # gpu=false here
+
     second = _run(spark, "apply")
     assert_converged(second["_result"])
     converged = _run(spark, "plan")
