@@ -48,6 +48,12 @@ def _selectors(func: Any) -> Any:
             help="Hosts worked on in parallel.",
         ),
         click.option(
+            "--accept-new-hostkeys",
+            is_flag=True,
+            help="Trust SSH hosts seen for the first time and add their keys to known_hosts "
+            "(like OpenSSH accept-new); a changed key still fails.",
+        ),
+        click.option(
             "--report",
             "report_dir",
             type=click.Path(path_type=Path, file_okay=False),
@@ -116,8 +122,11 @@ def _run(
     output_format: str,
     diff: bool,
     report_dir: Path | None,
+    accept_new_hostkeys: bool,
     no_verify: bool = False,
 ) -> int:
+    from functools import partial
+
     from sparkprov.connection import connect
     from sparkprov.errors import InputError
     from sparkprov.executor.prepare import load_inputs
@@ -150,7 +159,7 @@ def _run(
         prepared.inventory,
         options,
         reporter,
-        connect=connect,
+        connect=partial(connect, accept_new_hostkeys=accept_new_hostkeys),
         play_vars_files=prepared.play_vars_files,
         fact_names=ANSIBLE_FACT_NAMES,
         gather_facts=lambda conn: gather_host_facts(conn).as_ansible_facts(),
@@ -298,14 +307,17 @@ def validate(
 @click.option(
     "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def facts(inventory: Path | None, limit: str | None, output_format: str) -> None:
+@click.option(
+    "--accept-new-hostkeys", is_flag=True, help="Trust and record SSH hosts seen for the first time."
+)
+def facts(inventory: Path | None, limit: str | None, output_format: str, accept_new_hostkeys: bool) -> None:
     """Gather host facts (OS, CPU, memory, GPU, docker, machine-id) with one probe per host."""
     from sparkprov.errors import InputError
     from sparkprov.facts.gather import gather_all
     from sparkprov.report.facts import render_facts_json, render_facts_text
 
     try:
-        found = gather_all(inventory, limit)
+        found = gather_all(inventory, limit, accept_new_hostkeys=accept_new_hostkeys)
     except InputError as exc:
         raise _input_error(exc, output_format) from None
     masker = _masker()

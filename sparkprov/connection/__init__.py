@@ -11,14 +11,20 @@ if TYPE_CHECKING:
     from sparkprov.inventory import Host
 
 
-def connect(host: Host) -> Connection:
-    """Open the connection an inventory host asks for (`ansible_connection`)."""
+def connect(host: Host, *, accept_new_hostkeys: bool = False) -> Connection:
+    """Open the connection an inventory host asks for (`ansible_connection`): `local`, or `ssh`
+    (also Ansible's `paramiko`/`smart`). SSH connects lazily, on the first command.
+    `accept_new_hostkeys` records unknown SSH host keys in known_hosts (`--accept-new-hostkeys`)."""
     kind = host.connection
     if kind == "local":
         from sparkprov.connection.local import LocalConnection
 
         return LocalConnection(host.name)
+    if kind in ("ssh", "paramiko", "paramiko_ssh", "smart"):
+        from sparkprov.connection.ssh import SSHConnection
+
+        return SSHConnection(host, accept_new_hostkeys=accept_new_hostkeys)
     raise HostUnreachable(
         f"host {host.name}: connection type '{kind}' is not supported by this sparkprov build "
-        "(only 'local' is); set ansible_connection: local for this host or run sparkprov on it"
+        f"(only 'local' and 'ssh' are); set ansible_connection to one of them for this host"
     )

@@ -126,6 +126,9 @@ class Connection(abc.ABC):
     def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
         """Run a batch of agent operations on the host; one result dict per op, in order."""
 
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect now (transports that connect lazily); raises HostUnreachable."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the transport."""
 

@@ -21,11 +21,11 @@ from sparkprov.connection.base import (
     sudo_refusal,
 )
 
-_AGENT_SOURCE = Path(agent.__file__).read_text(encoding="utf-8")
+AGENT_SOURCE = Path(agent.__file__).read_text(encoding="utf-8")
 
 # Under sudo the environment is reset, and putting VAR=value in argv would show secrets in `ps`.
 # So the variables travel as the first line of stdin, read byte by byte before exec'ing the command.
-_ENV_FROM_STDIN = (
+ENV_FROM_STDIN = (
     "import json, os, sys\n"
     "line = b''\n"
     "while not line.endswith(b'\\n'):\n"
@@ -77,7 +77,7 @@ class LocalConnection(Connection):
         if self._needs_sudo(become):
             assert become is not None
             if env:
-                full = ["python3", "-c", _ENV_FROM_STDIN, *full]
+                full = ["python3", "-c", ENV_FROM_STDIN, *full]
                 stdin = json.dumps(env).encode("utf-8") + b"\n" + (stdin or b"")
                 env = None
             full = self._sudo_prefix(become) + full
@@ -127,7 +127,7 @@ class LocalConnection(Connection):
         # The host's python3 (found in sudo's secure_path), not ours: the target user may not be
         # able to run an interpreter that lives in the controlling user's home.
         result = self.run(
-            ["python3", "-c", _AGENT_SOURCE],
+            ["python3", "-c", AGENT_SOURCE],
             stdin=json.dumps(ops).encode("utf-8"),
             become=become,
             timeout=600,

@@ -27,6 +27,9 @@ class CachingConnection(Connection):
     def run(self, argv: list[str], **kwargs: Any) -> CommandResult:
         return self.inner.run(argv, **kwargs)
 
+    def open(self) -> None:
+        self.inner.open()
+
     def close(self) -> None:
         self.inner.close()
 

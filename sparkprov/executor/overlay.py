@@ -36,6 +36,9 @@ class PlannedConnection(Connection):
     def run(self, argv: list[str], **kwargs: Any) -> CommandResult:
         return self.inner.run(argv, **kwargs)
 
+    def open(self) -> None:
+        self.inner.open()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sparkprov import __version__
-from sparkprov.connection.base import Become, Connection, HostUnreachable
+from sparkprov.connection.base import Become, BecomeFailed, Connection, HostUnreachable
 from sparkprov.executor.cache import CachingConnection
 from sparkprov.executor.overlay import PlannedConnection
 from sparkprov.executor.results import (
@@ -291,6 +291,7 @@ class Runner:
         host = self.inventory.hosts[name]
         try:
             conn = self._connection(host)
+            conn.open()  # in the batch's parallel start, so logins to many hosts overlap
         except HostUnreachable as exc:
             self._unreachable(play_run, play, name, str(exc))
             return None
@@ -312,7 +313,11 @@ class Runner:
             )
         )
         run = HostRun(name, runner, scope)
-        self._prefetch(play, run, conn)
+        try:
+            self._prefetch(play, run, conn)
+        except HostUnreachable as exc:
+            self._unreachable(play_run, play, name, str(exc))
+            return None
         return run
 
     def _prefetch(self, play: Play, run: HostRun, conn: Connection) -> None:
@@ -327,7 +332,10 @@ class Runner:
                     key = become.user if become else ""
                     by_user.setdefault(key, (become, []))[1].append((path, checksum))
         for become, requests in by_user.values():
-            prefetch(requests, become=become)
+            try:
+                prefetch(requests, become=become)
+            except BecomeFailed:
+                continue  # the tasks that need it report the refusal themselves
 
     def _scope(
         self,

@@ -12,9 +12,9 @@ from sparkprov.facts.host import HostFacts, HostFactsError, gather_host_facts
 from sparkprov.inventory import Host, implicit_localhost, load_inventory
 
 
-def _gather_one(host: Host) -> HostFacts | str:
+def _gather_one(host: Host, accept_new_hostkeys: bool) -> HostFacts | str:
     try:
-        conn = connect(host)
+        conn = connect(host, accept_new_hostkeys=accept_new_hostkeys)
         try:
             return gather_host_facts(conn)
         finally:
@@ -23,7 +23,9 @@ def _gather_one(host: Host) -> HostFacts | str:
         return str(exc)
 
 
-def gather_all(inventory_path: Path | None, limit: str | None, forks: int = 10) -> dict[str, HostFacts | str]:
+def gather_all(
+    inventory_path: Path | None, limit: str | None, *, forks: int = 10, accept_new_hostkeys: bool = False
+) -> dict[str, HostFacts | str]:
     """Facts per host, or the reason the host could not be probed."""
     inventory = load_inventory(inventory_path) if inventory_path else implicit_localhost()
     names = inventory.match(limit or "all")
@@ -31,4 +33,5 @@ def gather_all(inventory_path: Path | None, limit: str | None, forks: int = 10) 
         raise InputError.single(Place(f"-l {limit}" if limit else inventory.source), "no host matches")
     hosts = [inventory.hosts[n] for n in names]
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
-        return dict(zip(names, pool.map(_gather_one, hosts)))
+        found = pool.map(lambda host: _gather_one(host, accept_new_hostkeys), hosts)
+        return dict(zip(names, found))

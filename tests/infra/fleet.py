@@ -101,8 +101,11 @@ class Fleet:
         raise KeyError(f"no host {name!r} in this fleet ({', '.join(h.name for h in self.hosts)})")
 
     def kill(self, host: SshHost | str) -> None:
-        """SIGKILL a host's sshd with its sessions, as if the host had died."""
-        self._resolve(host).daemon.kill()
+        """SIGKILL a host's sshd with its sessions, as if the host had died. sshd gives each
+        connection its own session, so every process in the host's network namespace goes."""
+        target = self._resolve(host)
+        target.daemon.kill()
+        net.kill_netns_processes(target.netns)
 
     def ssh_argv(self, host: SshHost | str, command: str) -> list[str]:
         """OpenSSH client argv with strict host key checking against `known_hosts_file` only."""
@@ -187,6 +190,9 @@ class FleetNetwork:
         # namespace still pins this netns, which would otherwise keep the name busy.
         net.delete_links(names)
         net.delete_netns(names)
+        # Forget the hosts' MAC addresses: a later fleet reusing an address would otherwise be
+        # unreachable until the stale neighbour entry expires (20-30 s).
+        net.flush_neighbours(self.slot.fleet_bridge)
         self._free = sorted({*self._free, *fleet.octets})
 
     def close(self) -> None:

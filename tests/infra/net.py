@@ -74,3 +74,14 @@ def remove_forwarding(bridge: str) -> None:
         return
     while run(["iptables", "-D", *_forward_rule(bridge)], check=False).returncode == 0:
         pass
+
+
+def kill_netns_processes(name: str) -> None:
+    """SIGKILL every process running in network namespace `name`."""
+    listed = run(["ip", "netns", "pids", name], check=False)
+    for pid in listed.stdout.split():
+        run(["kill", "-9", pid], check=False)
+
+
+def flush_neighbours(device: str) -> None:
+    run(["ip", "neigh", "flush", "dev", device], check=False)
