@@ -281,7 +281,12 @@ def _sudo_rule(user: str, rule: str | None) -> None:
 
 def _remove_user(user: str) -> None:
     _sudo_rule(user, None)
-    subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)  # sessions a dead test left
+    subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)  # sessions still open
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-u", user], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     subprocess.run(["userdel", "-r", "-f", user], capture_output=True)  # fails harmlessly when absent
 
 
