@@ -7,6 +7,7 @@ Heavy imports happen inside the commands so `sparkprov --help` starts fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,10 @@ from sparkprov import __version__
 
 if TYPE_CHECKING:
     from sparkprov.errors import InputError
+    from sparkprov.executor.journal import Recorder
+    from sparkprov.executor.prepare import Prepared
     from sparkprov.report.masking import Masker
+    from sparkprov.report.text import TextReporter
 
 EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 
@@ -66,6 +70,35 @@ def _selectors(func: Any) -> Any:
             default="text",
             show_default=True,
             help="json prints exactly one JSON document on stdout.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _comparing(func: Any) -> Any:
+    """Options of the commands that run verify steps: what their benchmarks are compared with."""
+    options = [
+        click.option(
+            "--baseline",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="A report.json of an earlier run: benchmark throughput that falls below it by more than "
+            "--baseline-tolerance fails; 'within N% of baseline' expectations are judged against it.",
+        ),
+        click.option(
+            "--baseline-tolerance",
+            type=click.FloatRange(0, 100),
+            default=10.0,
+            show_default=True,
+            help="Percent below the baseline that is not yet a regression.",
+        ),
+        click.option(
+            "--outlier-percent",
+            type=click.FloatRange(0, 100),
+            default=15.0,
+            show_default=True,
+            help="Fail hosts whose benchmark is this many percent below the fleet median (3+ hosts; 0: off).",
         ),
     ]
     for option in reversed(options):
@@ -124,6 +157,10 @@ def _run(
     report_dir: Path | None,
     accept_new_hostkeys: bool,
     no_verify: bool = False,
+    resume: bool = False,
+    baseline: Path | None = None,
+    baseline_tolerance: float = 10.0,
+    outlier_percent: float = 15.0,
 ) -> int:
     from functools import partial
 
@@ -140,6 +177,14 @@ def _run(
         prepared = load_inputs(playbook, inventory, extra, limit)
     except InputError as exc:
         raise _input_error(exc, output_format) from None
+    from sparkprov.report.baseline import Comparisons
+    from sparkprov.report.files import now_iso
+
+    try:
+        comparisons = Comparisons.load(baseline, baseline_tolerance, outlier_percent)
+    except InputError as exc:
+        raise _input_error(exc, output_format) from None
+    started_at = now_iso()
     masker = _masker()
     show_diff = diff or mode is not Mode.APPLY
     stream = sys.stderr if output_format == "json" else sys.stdout
@@ -154,6 +199,7 @@ def _run(
         limit=limit,
         no_verify=no_verify,
     )
+    journal = _open_journal(prepared, masker, reporter, output_format, resume) if mode is Mode.APPLY else None
     runner = Runner(
         prepared.playbook,
         prepared.inventory,
@@ -164,18 +210,61 @@ def _run(
         fact_names=ANSIBLE_FACT_NAMES,
         gather_facts=lambda conn: gather_host_facts(conn).as_ansible_facts(),
         on_secret=masker.add,
+        journal=journal,
     )
-    result = runner.run()
+    result = comparisons.apply_to(runner.run())
     reporter.finished(result)
+    if journal is not None and journal.journal.error:
+        warning = f"warning: the run journal stopped part way: {journal.journal.error}"
+        click.echo(masker.text(warning), err=True)
     if output_format == "json":
         from sparkprov.report.jsonout import render_json
 
         click.echo(render_json(result, masker))
     if report_dir is not None:
-        from sparkprov.report.files import write_reports
+        from sparkprov.report.files import ReportInfo, write_reports
+        from sparkprov.report.fingerprint import collect_fingerprints
 
-        write_reports(report_dir, result, masker)
+        host_connection = partial(_connect_host, prepared, accept_new_hostkeys)
+        fingerprints = collect_fingerprints(result, host_connection, forks=forks)
+        info = ReportInfo(started_at, now_iso(), fingerprints, comparisons.findings)
+        write_reports(report_dir, result, masker, info)
+    if result.aborted:  # Ctrl-C twice: do not wait for the tasks still running (Python would, at exit)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     return result.exit_code()
+
+
+def _connect_host(prepared: Prepared, accept_new_hostkeys: bool, name: str) -> Any:
+    from sparkprov.connection import connect
+
+    return connect(prepared.inventory.hosts[name], accept_new_hostkeys=accept_new_hostkeys)
+
+
+def _open_journal(
+    prepared: Prepared, masker: Masker, reporter: TextReporter, output_format: str, resume: bool
+) -> Recorder | None:
+    """The apply's run journal; the notice of a previous run that did not finish goes first. A state
+    dir that cannot be written costs the journal (with a warning), not the run."""
+    from sparkprov.errors import InputError
+    from sparkprov.executor.journal import JournalBusy, JournalError, open_recorder
+
+    try:
+        recorder = open_recorder(prepared.playbook, prepared.inventory, masker, resume=resume)
+    except InputError as exc:
+        raise _input_error(exc, output_format) from None
+    except JournalBusy as exc:
+        click.echo(masker.text(f"error: {exc}. Nothing was run."), err=True)
+        raise ExitCode(EXIT_FAILED) from None
+    except JournalError as exc:
+        click.echo(masker.text(f"warning: running without a run journal: {exc}"), err=True)
+        return None
+    if recorder.previous is not None:
+        reporter.unfinished_run(recorder.previous, recorder.dropped, recorder.resume)
+    elif resume:
+        reporter.nothing_to_resume()
+    return recorder
 
 
 class SparkprovGroup(click.Group):
@@ -222,9 +311,23 @@ def _finish(code: int) -> None:
 @click.option("--check", is_flag=True, help="Change nothing; report what would change (exit 2 if anything).")
 @click.option("--diff", is_flag=True, help="Show the diff of every change.")
 @click.option("--no-verify", is_flag=True, help="Do not run the playbook's verify steps at the end.")
-def apply(check: bool, diff: bool, no_verify: bool, **selectors: Any) -> None:
-    """Bring the hosts to the state the playbook declares."""
-    _finish(_run("plan" if check else "apply", diff=diff, no_verify=no_verify, **selectors))
+@_comparing
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the last apply of this playbook on this inventory that did not finish: skip the tasks "
+    "it completed on each host (its pending handlers run in any case).",
+)
+def apply(check: bool, diff: bool, no_verify: bool, resume: bool, **selectors: Any) -> None:
+    """Bring the hosts to the state the playbook declares.
+
+    Every apply keeps a run journal (under $SPARKPROV_STATE_DIR, default ~/.local/state/sparkprov);
+    when the last one did not finish, the next apply says so and still runs the handlers it notified.
+    """
+    if check and resume:
+        raise click.UsageError("--resume cannot be combined with --check: a plan changes nothing to resume")
+    mode = "plan" if check else "apply"
+    _finish(_run(mode, diff=diff, no_verify=no_verify, resume=resume, **selectors))
 
 
 @cli.command()
@@ -236,6 +339,7 @@ def plan(**selectors: Any) -> None:
 
 @cli.command()
 @_selectors
+@_comparing
 def verify(**selectors: Any) -> None:
     """Report drift from the playbook and run its verify steps; change nothing (exit 1 on drift)."""
     _finish(_run("verify", diff=True, **selectors))
@@ -310,21 +414,34 @@ def validate(
 @click.option(
     "--accept-new-hostkeys", is_flag=True, help="Trust and record SSH hosts seen for the first time."
 )
-def facts(inventory: Path | None, limit: str | None, output_format: str, accept_new_hostkeys: bool) -> None:
-    """Gather host facts (OS, CPU, memory, GPU, docker, machine-id) with one probe per host."""
+@click.option(
+    "-f",
+    "--forks",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Hosts probed in parallel.",
+)
+def facts(
+    inventory: Path | None, limit: str | None, output_format: str, accept_new_hostkeys: bool, forks: int
+) -> None:
+    """Gather host facts (OS, CPU, memory, GPU, docker, machine-id) with one probe per host, and
+    flag fleet problems (duplicate machine-ids, mixed driver/CUDA versions)."""
     from sparkprov.errors import InputError
+    from sparkprov.facts.fleet import fleet_problems
     from sparkprov.facts.gather import gather_all
     from sparkprov.report.facts import render_facts_json, render_facts_text
 
     try:
-        found = gather_all(inventory, limit, accept_new_hostkeys=accept_new_hostkeys)
+        found = gather_all(inventory, limit, forks=forks, accept_new_hostkeys=accept_new_hostkeys)
     except InputError as exc:
         raise _input_error(exc, output_format) from None
+    problems = fleet_problems(found)  # reported, but not failures: the exit code is about reachability
     masker = _masker()
     if output_format == "json":
-        click.echo(masker.text(render_facts_json(found)))
+        click.echo(masker.text(render_facts_json(found, problems)))
     else:
-        click.echo(masker.text(render_facts_text(found)))
+        click.echo(masker.text(render_facts_text(found, problems)))
     _finish(EXIT_FAILED if any(isinstance(v, str) for v in found.values()) else EXIT_OK)
 
 

@@ -70,5 +70,8 @@ def describe_value(value: Any) -> str:
         shown = value if len(value) <= 60 else value[:57] + "..."
         return f"the string {shown!r}"
     if isinstance(value, (int, float)):
-        return f"the number {value!r}"
+        try:
+            return f"the number {value!r}"
+        except ValueError:  # more digits than Python will print
+            return "the number (too many digits to show)"
     return type(value).__name__

@@ -177,9 +177,17 @@ def op_mkdir(path, mode=None, owner=None, group=None):
     while not os.path.lexists(current):
         created.append(current)
         current = os.path.dirname(current)
+    made = []
     for directory in reversed(created):
-        os.mkdir(directory)
+        try:
+            os.mkdir(directory)
+        except FileExistsError:  # another process (a host sharing this filesystem) made it first
+            if not os.path.isdir(directory):
+                raise
+            continue
+        made.append(directory)
         _apply_attrs(directory, mode, owner, group)
+    created = list(reversed(made))
     if not created:
         if not os.path.isdir(path):
             raise ValueError("exists and is not a directory")

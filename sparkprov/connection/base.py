@@ -8,8 +8,9 @@ code path serves the local machine, a sudo'd local helper and a remote host over
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,37 @@ class CommandTimeout(Exception):
         super().__init__(f"{what} did not finish within {timeout_s:g}s and was stopped")
         self.what = what
         self.timeout_s = timeout_s
+
+
+class CommandFailed(Exception):
+    """A command whose output was being streamed exited non-zero (or was killed); `result` says how.
+    Raised by `stream_output` once the stream ends, so that a consumer never takes a cut-off stream
+    for a whole one."""
+
+    def __init__(self, result: CommandResult) -> None:
+        reason = result.stderr.strip()[-500:] or f"exit status {result.rc}"
+        super().__init__(f"{' '.join(result.argv[:2])} failed: {reason}")
+        self.result = result
+
+
+# What `run_with_input` streams to a command's stdin: a binary file object (read in chunks) or an
+# iterable of byte chunks (a generator, another command's `stream_output`...).
+ByteSource = BinaryIO | Iterable[bytes]
+# Called with the number of bytes passed on so far.
+OnBytes = Callable[[int], None]
+STREAM_CHUNK = 1024 * 1024
+
+
+def chunks_of(source: ByteSource, size: int = STREAM_CHUNK) -> Iterator[bytes]:
+    """The chunks of `source`, one at a time (a file is read `size` bytes at a time, never whole)."""
+    if hasattr(source, "read"):  # before iterating: a file would iterate by lines
+        return _read_chunks(source.read, size)
+    return iter(source)
+
+
+def _read_chunks(read: Callable[[int], bytes], size: int) -> Iterator[bytes]:
+    while chunk := read(size):
+        yield chunk
 
 
 class AgentError(Exception):
@@ -125,6 +157,36 @@ class Connection(abc.ABC):
     @abc.abstractmethod
     def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
         """Run a batch of agent operations on the host; one result dict per op, in order."""
+
+    def run_with_input(
+        self,
+        argv: list[str],
+        source: ByteSource,
+        *,
+        timeout: float | None = None,
+        become: Become | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        on_progress: OnBytes | None = None,
+    ) -> CommandResult:
+        """`run`, with stdin streamed from `source` chunk by chunk (never held whole in memory);
+        `on_progress(bytes_sent)` after each chunk. An exception raised by `source` stops the command
+        and propagates. Transports that cannot stream raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream input to a command")
+
+    def stream_output(
+        self,
+        argv: list[str],
+        *,
+        timeout: float | None = None,
+        become: Become | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Iterator[bytes]:
+        """Run argv and yield its stdout in chunks as they arrive; raises CommandFailed at the end when
+        it exited non-zero. Closing the iterator early stops the command. Transports that cannot
+        stream raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream a command's output")
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Connect now (transports that connect lazily); raises HostUnreachable."""

@@ -6,18 +6,26 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sparkprov.connection import agent
 from sparkprov.connection.base import (
+    STREAM_CHUNK,
     Become,
     BecomeFailed,
+    ByteSource,
+    CommandFailed,
     CommandResult,
     CommandTimeout,
     Connection,
     HostUnreachable,
+    OnBytes,
+    chunks_of,
     sudo_refusal,
 )
 
@@ -36,6 +44,10 @@ ENV_FROM_STDIN = (
     "os.environ.update(json.loads(line))\n"
     "os.execvp(sys.argv[1], sys.argv[1:])\n"
 )
+
+
+# What a streamed command's stdout/stderr pipe keeps (the tail), when it is collected rather than streamed.
+KEPT_OUTPUT_BYTES = 1024 * 1024
 
 
 def current_user() -> str:
@@ -92,6 +104,9 @@ class LocalConnection(Connection):
                 cwd=cwd,
                 env={**os.environ, **env} if env else None,
                 check=False,
+                # Its own session: a Ctrl-C at the terminal stops sparkprov scheduling new tasks
+                # but lets the running command finish, instead of killing it half way.
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired:
             raise CommandTimeout(f"command {argv[0]!r}", timeout or 0) from None
@@ -138,3 +153,194 @@ class LocalConnection(Connection):
                 f"{result.stderr.strip() or 'exit code ' + str(result.rc)}"
             )
         return json.loads(result.stdout)
+
+    # ------------------------------------------------------------ streaming
+
+    def run_with_input(
+        self,
+        argv: list[str],
+        source: ByteSource,
+        *,
+        timeout: float | None = None,
+        become: Become | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        on_progress: OnBytes | None = None,
+    ) -> CommandResult:
+        """`run` with stdin fed from `source` in chunks through a pipe (see `Connection`)."""
+        started = time.monotonic()
+        proc = self._spawn(argv, become, cwd, env, stdin=True)
+        if isinstance(proc, CommandResult):
+            return proc
+        process, preamble = proc
+        with _Watchdog(process, timeout) as watchdog:
+            out, err = _Drain(process.stdout), _Drain(process.stderr)
+            try:
+                _feed(process, preamble, chunks_of(source), on_progress)
+            except BaseException:
+                process.kill()
+                raise
+            finally:
+                with suppress(OSError):
+                    process.stdin.close()  # type: ignore[union-attr]
+                process.wait()
+                out.join()
+                err.join()
+        if watchdog.fired:
+            raise CommandTimeout(f"command {argv[0]!r}", timeout or 0)
+        result = CommandResult(
+            tuple(argv), process.returncode, out.text(), err.text(), time.monotonic() - started
+        )
+        self._check_become(result, become)
+        return result
+
+    def stream_output(
+        self,
+        argv: list[str],
+        *,
+        timeout: float | None = None,
+        become: Become | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Iterator[bytes]:
+        """The command's stdout in chunks from a pipe (see `Connection`)."""
+        started = time.monotonic()
+        proc = self._spawn(argv, become, cwd, env, stdin=False)
+        if isinstance(proc, CommandResult):
+            raise CommandFailed(proc)
+        process, preamble = proc
+        with _Watchdog(process, timeout) as watchdog:
+            err = _Drain(process.stderr)
+            try:
+                _feed(process, preamble, iter(()), None)
+                stdout = process.stdout
+                assert stdout is not None
+                while chunk := stdout.read1(STREAM_CHUNK):  # type: ignore[attr-defined]
+                    yield chunk
+            except BaseException:  # GeneratorExit included: a consumer that stops early stops it
+                process.kill()
+                raise
+            finally:
+                process.wait()
+                err.join()
+        if watchdog.fired:
+            raise CommandTimeout(f"command {argv[0]!r}", timeout or 0)
+        result = CommandResult(tuple(argv), process.returncode, "", err.text(), time.monotonic() - started)
+        self._check_become(result, become)
+        if result.rc != 0:
+            raise CommandFailed(result)
+
+    def _spawn(
+        self,
+        argv: list[str],
+        become: Become | None,
+        cwd: str | None,
+        env: dict[str, str] | None,
+        *,
+        stdin: bool,
+    ) -> tuple[subprocess.Popen[bytes], bytes] | CommandResult:
+        """Start argv with pipes (stdin only when asked, or when the environment must travel on it:
+        under sudo it goes first on stdin); a CommandResult (127/126) when it cannot start."""
+        full, preamble = list(argv), b""
+        if self._needs_sudo(become):
+            assert become is not None
+            if env:
+                full, preamble, env = (
+                    ["python3", "-c", ENV_FROM_STDIN, *full],
+                    json.dumps(env).encode() + b"\n",
+                    None,
+                )
+            full = self._sudo_prefix(become) + full
+        self.round_trips += 1
+        try:
+            process = subprocess.Popen(
+                full,
+                stdin=subprocess.PIPE if stdin or preamble else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env={**os.environ, **env} if env else None,
+            )
+        except FileNotFoundError as exc:
+            missing = cwd if cwd and not os.path.isdir(cwd) else argv[0]
+            return CommandResult(tuple(argv), 127, "", f"{missing}: {exc.strerror}", 0.0)
+        except PermissionError as exc:
+            return CommandResult(tuple(argv), 126, "", f"{argv[0]}: {exc.strerror}", 0.0)
+        return process, preamble
+
+    def _check_become(self, result: CommandResult, become: Become | None) -> None:
+        """sudo refusing to run the command (as opposed to the command failing) is BecomeFailed."""
+        if become is None or not self._needs_sudo(become) or result.rc != 1:
+            return
+        refusal = sudo_refusal(result.stderr)
+        if refusal:
+            raise BecomeFailed(
+                f"become to '{become.user}' failed on {self.host_name}: {refusal}; give this user "
+                "passwordless sudo (a NOPASSWD rule in /etc/sudoers.d/) or run sparkprov as that user"
+            )
+
+
+def _feed(
+    process: subprocess.Popen[bytes], preamble: bytes, chunks: Iterator[bytes], on_progress: OnBytes | None
+) -> None:
+    """Write the preamble, then each chunk, to the process's stdin; a command that stopped reading
+    (exited) ends the feeding quietly: its exit status says why."""
+    pipe = process.stdin
+    if pipe is None:
+        return
+    sent = 0
+    try:
+        if preamble:
+            pipe.write(preamble)
+        for chunk in chunks:
+            pipe.write(chunk)
+            sent += len(chunk)
+            if on_progress is not None:
+                on_progress(sent)
+        pipe.close()
+    except BrokenPipeError:
+        return
+
+
+class _Drain(threading.Thread):
+    """Reads a pipe to its end in the background, keeping the last KEPT_OUTPUT_BYTES."""
+
+    def __init__(self, pipe: IO[bytes] | None) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.data = bytearray()
+        self.start()
+
+    def run(self) -> None:
+        if self.pipe is None:
+            return
+        while chunk := self.pipe.read1(STREAM_CHUNK):  # type: ignore[attr-defined]
+            self.data += chunk
+            if len(self.data) > KEPT_OUTPUT_BYTES:
+                del self.data[:-KEPT_OUTPUT_BYTES]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+class _Watchdog:
+    """Kills the process when `timeout` seconds pass; `fired` tells whether it did."""
+
+    def __init__(self, process: subprocess.Popen[bytes], timeout: float | None) -> None:
+        self.process = process
+        self.fired = False
+        self._timer = threading.Timer(timeout, self._kill) if timeout else None
+
+    def _kill(self) -> None:
+        self.fired = True
+        self.process.kill()
+
+    def __enter__(self) -> _Watchdog:
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()

@@ -26,7 +26,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +37,18 @@ from paramiko.sftp import CMD_EXTENDED
 
 from sparkprov.connection import hostkeys
 from sparkprov.connection.base import (
+    STREAM_CHUNK,
     AgentError,
     Become,
     BecomeFailed,
+    ByteSource,
+    CommandFailed,
     CommandResult,
     CommandTimeout,
     Connection,
     HostUnreachable,
+    OnBytes,
+    chunks_of,
 )
 from sparkprov.connection.local import AGENT_SOURCE, ENV_FROM_STDIN
 
@@ -259,6 +264,97 @@ class SSHConnection(Connection):
         return self._exec(
             argv, stdin=stdin, timeout=timeout, become=become, cwd=cwd, env=env, on_line=on_line
         )
+
+    def run_with_input(
+        self,
+        argv: list[str],
+        source: ByteSource,
+        *,
+        timeout: float | None = None,
+        become: Become | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        on_progress: OnBytes | None = None,
+    ) -> CommandResult:
+        """`run` with stdin streamed from `source`: each chunk is sent as the channel's window allows
+        (the remote command's pace), then the write side is shut; see `Connection.run_with_input`."""
+        command, preamble = self._command_line(argv, become=become, cwd=cwd, env=env)
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        channel = self._open_channel()
+        pump = _SourcePump(channel, deadline)
+        try:
+            channel.exec_command(command)
+            pump.feed(preamble, chunks_of(source), on_progress)
+            out, err = pump.run()
+            rc = _exit_status(channel, deadline)
+        except _DeadlinePassed:
+            channel.close()
+            self._kill_process_group(pump.pid)
+            raise CommandTimeout(f"command {argv[0]!r}", timeout or 0) from None
+        except _SourceError as exc:
+            channel.close()  # the command sees its input end early, and is stopped besides
+            self._kill_process_group(pump.pid)
+            raise exc.original from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._connection_lost(exc) from None
+        finally:
+            channel.close()
+        return self._finished(argv, rc, out, err, started, become)
+
+    def stream_output(
+        self,
+        argv: list[str],
+        *,
+        timeout: float | None = None,
+        become: Become | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Iterator[bytes]:
+        """The command's stdout in chunks as they arrive (see `Connection.stream_output`)."""
+        command, preamble = self._command_line(argv, become=become, cwd=cwd, env=env)
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        channel = self._open_channel()
+        reader = _OutputReader(channel, deadline)
+        try:
+            channel.exec_command(command)
+            reader.feed(preamble, iter(()), None)
+            yield from reader.chunks()
+            rc = _exit_status(channel, deadline)
+            reader.drain_stderr()
+        except _DeadlinePassed:
+            channel.close()
+            self._kill_process_group(reader.pid)
+            raise CommandTimeout(f"command {argv[0]!r}", timeout or 0) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._connection_lost(exc) from None
+        except GeneratorExit:  # the consumer stopped early: so does the command
+            channel.close()
+            self._kill_process_group(reader.pid)
+            raise
+        finally:
+            channel.close()
+        result = self._finished(argv, rc, b"", bytes(reader.err), started, become)
+        if result.rc != 0:
+            raise CommandFailed(result)
+
+    def _finished(
+        self, argv: list[str], rc: int | None, out: bytes, err: bytes, started: float, become: Become | None
+    ) -> CommandResult:
+        """The result of a streamed command (sudo's own refusals explained, as `run` does)."""
+        if rc is None:
+            raise self._connection_lost(None)
+        result = CommandResult(
+            tuple(argv),
+            rc,
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace"),
+            time.monotonic() - started,
+        )
+        if become is not None and self._needs_sudo(become):
+            return self._explain_sudo_failure(result, become)
+        return result
 
     def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
         result = self._exec(
@@ -716,6 +812,94 @@ class _Pump:
                 raise _DeadlinePassed
             limit = min(limit, remaining)
         select.select([self.channel], [], [], limit)
+
+
+class _SourceError(Exception):
+    """What the stream feeding a command raised; re-raised once the command is stopped."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class _SourcePump(_Pump):
+    """A `_Pump` whose stdin comes from an iterator of chunks, sent with blocking writes (each waits
+    for the channel's window, up to the deadline); what the command prints meanwhile is collected."""
+
+    def __init__(self, channel: paramiko.Channel, deadline: float | None) -> None:
+        super().__init__(channel, b"", deadline, None)
+        self.sent = 0
+
+    def feed(self, preamble: bytes, chunks: Iterator[bytes], on_progress: OnBytes | None) -> None:
+        """Send the preamble, then every chunk, then EOF; stops early when the command has gone."""
+        if self._send_all(preamble):
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except BaseException as exc:
+                    raise _SourceError(exc) from exc
+                if chunk is None or not self._send_all(chunk):
+                    break
+                self.sent += len(chunk)
+                if on_progress is not None:
+                    on_progress(self.sent)
+                self._receive()
+        self.channel.shutdown_write()
+
+    def _send_all(self, data: bytes) -> bool:
+        """False when the command is gone (its channel closed) before all of `data` went out."""
+        view = memoryview(data)
+        channel = self.channel
+        while view:
+            if channel.closed or channel.eof_received:
+                return False
+            channel.settimeout(self._remaining())
+            try:
+                sent = channel.send(view)
+            except TimeoutError:
+                raise _DeadlinePassed from None
+            except OSError:
+                if channel.closed:
+                    return False
+                raise
+            if sent == 0:
+                return False
+            view = view[sent:]
+        return True
+
+    def _remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlinePassed
+        return remaining
+
+
+class _OutputReader(_SourcePump):
+    """Yields a command's stdout as it arrives (blocking reads up to the deadline), keeping stderr."""
+
+    def chunks(self) -> Iterator[bytes]:
+        channel = self.channel
+        while True:
+            channel.settimeout(self._remaining())
+            try:
+                data = channel.recv(STREAM_CHUNK)
+            except TimeoutError:
+                raise _DeadlinePassed from None
+            self.drain_stderr()
+            if not data:
+                return
+            yield data
+
+    def drain_stderr(self) -> None:
+        while self.channel.recv_stderr_ready():
+            data = self.channel.recv_stderr(CHUNK)
+            if not data:
+                break
+            self.err += data
+        if self._looking_for_pid:
+            self._take_pid()
 
 
 class _LineSplitter:

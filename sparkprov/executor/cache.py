@@ -8,9 +8,10 @@ calls `invalidate()` after every apply, and later checks go to the host again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from sparkprov.connection.base import Become, CommandResult, Connection
+from sparkprov.connection.base import Become, ByteSource, CommandResult, Connection
 
 
 class CachingConnection(Connection):
@@ -26,6 +27,12 @@ class CachingConnection(Connection):
 
     def run(self, argv: list[str], **kwargs: Any) -> CommandResult:
         return self.inner.run(argv, **kwargs)
+
+    def run_with_input(self, argv: list[str], source: ByteSource, **kwargs: Any) -> CommandResult:
+        return self.inner.run_with_input(argv, source, **kwargs)
+
+    def stream_output(self, argv: list[str], **kwargs: Any) -> Iterator[bytes]:
+        return self.inner.stream_output(argv, **kwargs)
 
     def open(self) -> None:
         self.inner.open()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from sparkprov.connection.base import Become, CommandResult, Connection
+from sparkprov.connection.base import Become, ByteSource, CommandResult, Connection
 
 
 def file_ops_of(payload: Any) -> list[dict[str, Any]]:
@@ -35,6 +36,12 @@ class PlannedConnection(Connection):
 
     def run(self, argv: list[str], **kwargs: Any) -> CommandResult:
         return self.inner.run(argv, **kwargs)
+
+    def run_with_input(self, argv: list[str], source: ByteSource, **kwargs: Any) -> CommandResult:
+        return self.inner.run_with_input(argv, source, **kwargs)
+
+    def stream_output(self, argv: list[str], **kwargs: Any) -> Iterator[bytes]:
+        return self.inner.stream_output(argv, **kwargs)
 
     def open(self) -> None:
         self.inner.open()

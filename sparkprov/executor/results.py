@@ -205,6 +205,7 @@ class RunResult:
     plays: list[PlayRun] = field(default_factory=list)
     stats: dict[str, HostStats] = field(default_factory=dict)
     interrupted: bool = False
+    aborted: bool = False  # Ctrl-C twice: tasks still running were not waited for (the CLI exits now)
     round_trips: dict[str, int] = field(default_factory=dict)  # per host: exchanges with the host
     verify: list[VerifyResult] = field(default_factory=list)
 

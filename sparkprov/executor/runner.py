@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sparkprov import __version__
 from sparkprov.connection.base import Become, BecomeFailed, Connection, HostUnreachable
@@ -32,6 +32,9 @@ from sparkprov.inventory import Host, Inventory
 from sparkprov.playbook.model import Play, Playbook, Task
 from sparkprov.playbook.templating import DataLayer, KnownAfterApply, Scope, TemplateError, UnknownValue
 from sparkprov.secrets import is_secret_name
+
+if TYPE_CHECKING:
+    from sparkprov.executor.journal import Recorder
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Observer(Protocol):
     def verify_finished(self, result: VerifyResult) -> None: ...
 
     def progress(self, host: str, task: Task, what: str, done: int, total: int | None) -> None: ...
+
+    def interrupted(self) -> None: ...
 
 
 def task_selected(task: Task, play: Play, options: RunOptions) -> bool:
@@ -152,6 +157,7 @@ class Runner:
         fact_names: frozenset[str],
         gather_facts: Callable[[Connection], dict[str, Any]],
         on_secret: Callable[[str], None] = lambda value: None,
+        journal: Recorder | None = None,
     ) -> None:
         self.playbook = playbook
         self.inventory = inventory
@@ -163,6 +169,7 @@ class Runner:
         self.gather_facts = gather_facts
         # Values output must mask: variables named like secrets, and what modules register.
         self.on_secret = on_secret
+        self.journal = journal  # apply only: the run journal (executor/journal.py)
         self.result = RunResult(options.mode)
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -182,16 +189,26 @@ class Runner:
 
     def run(self) -> RunResult:
         pool = ThreadPoolExecutor(max_workers=max(1, self.options.forks))
+        if self.journal is not None:
+            self.journal.started(self.options.mode.value)
         try:
             for play, files_vars in zip(self.playbook.plays, self.play_vars_files):
                 if self.stop.is_set():
                     break
                 self._run_play(pool, play, files_vars)
+        except KeyboardInterrupt:
+            # Ctrl-C a second time while running tasks were awaited: stop without waiting for them.
+            self.result.aborted = self.result.interrupted
+            self.stop.set()
+            self.result.interrupted = True
         finally:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=not self.result.aborted, cancel_futures=True)
             for name, conn in self._connections.items():
                 self.result.round_trips[name] = conn.round_trip_count()
-                conn.close()
+                if not self.result.aborted:  # a task may still be using it
+                    conn.close()
+        if self.journal is not None:
+            self.journal.finished(self.result)
         return self.result
 
     def _run_play(self, pool: ThreadPoolExecutor, play: Play, files_vars: dict[str, Any]) -> None:
@@ -218,7 +235,8 @@ class Runner:
         except KeyboardInterrupt:
             self.stop.set()
             self.result.interrupted = True
-            wait(futures)
+            self.observer.interrupted()
+            wait(futures)  # a second Ctrl-C here aborts the run (see `run`)
         return [f.result() for f in futures]
 
     def _run_batch(
@@ -279,6 +297,13 @@ class Runner:
                 self._connections[host.name] = conn
         return conn
 
+    def _peer(self, name: str) -> Connection:
+        """The run's connection to inventory host `name` (a module's source host, e.g. a seed), opened
+        now if it was not; KeyError when the inventory has no such host."""
+        conn = self._connection(self.inventory.hosts[name])
+        conn.open()
+        return conn
+
     def _start_host(
         self,
         play: Play,
@@ -310,9 +335,12 @@ class Runner:
                 outranks_task_vars=lambda key: key in self.options.extra_vars or key in runtime,
                 progress=partial(self.observer.progress, name),
                 secret=self.on_secret,
+                peer=self._peer,
             )
         )
         run = HostRun(name, runner, scope)
+        if self.journal is not None:  # what a run that died notified here still runs at the end
+            run.notified.extend(self.journal.pending_handlers(play, name))
         try:
             self._prefetch(play, run, conn)
         except HostUnreachable as exc:
@@ -400,6 +428,13 @@ class Runner:
         }
 
     def _step(self, play: Play, play_run: PlayRun, run: HostRun, task: Task, *, handler: bool) -> None:
+        if self.journal is not None and not handler:
+            skipped = self.journal.resumed(play, run.name, task)
+            if skipped is not None:  # --resume: done by the run that died
+                self._record(play_run, skipped)
+                self.journal.task_done(play, skipped)
+                return
+            self.journal.task_started(play, run.name, task)
         try:
             result = run.runner.run(task, run.name, run.scope, handler=handler)
         except HostUnreachable as exc:
@@ -409,6 +444,8 @@ class Runner:
         self._record(play_run, result)
         if result.status is Status.CHANGED:
             run.notified.extend(n for n in task.notify if n not in run.notified)
+        if self.journal is not None:
+            self.journal.task_done(play, result)
         if self._remember(run.name, task, result):
             run.scope = run.scope.refreshed()  # drop renders cached from the old values
         run.failed = result.status is Status.FAILED and not result.ignored
@@ -464,7 +501,7 @@ class Runner:
         A failed step fails the run (exit 1) but does not stop the host's later steps or plays."""
         if not self.options.runs_verify:
             return
-        for step in play.verify:
+        for step in sorted(play.verify, key=lambda s: s.module != "preflight"):  # preflight first
             alive = [r for r in runs if not r.failed]
             if self.stop.is_set() or not alive:
                 return
@@ -482,6 +519,8 @@ class Runner:
     ) -> None:
         with self._lock:
             self._dead_hosts.add(host)
+        if self.journal is not None:
+            self.journal.unreachable(play, host)
         target = task or (play.tasks[0] if play.tasks else None)
         if target is None:
             return

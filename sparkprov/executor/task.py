@@ -49,6 +49,7 @@ class TaskSettings:
     progress: Callable[[Task, str, int, int | None], None] = lambda task, what, done, total: None
     secret: Callable[[str], None] = lambda value: None
     sleep: Callable[[float], None] = time.sleep
+    peer: Callable[[str], Connection] | None = None  # another inventory host's connection, by name
 
 
 class TaskFailure(Exception):
@@ -277,6 +278,7 @@ class TaskRunner:
             environment={str(k): str(v) for k, v in environment.items()},
             progress=lambda what, done, total: settings.progress(task, what, done, total),
             secret=settings.secret,
+            peer=settings.peer,
         )
 
     def _args(self, task: Task, scope: Scope) -> dict[str, Any]:

@@ -80,6 +80,9 @@ class TaskContext:
     progress: Callable[[str, int, int | None], None] = _no_progress
     # A module that handles a secret (a registry key, a token) registers it so output masks it.
     secret: Callable[[str], None] = _no_secret
+    # The run's connection to another inventory host by name (opened on first use, shared with that
+    # host's own tasks); KeyError for a name the inventory lacks. None outside the executor.
+    peer: Callable[[str], Connection] | None = None
 
 
 class ModuleFailure(Exception):

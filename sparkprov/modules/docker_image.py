@@ -5,6 +5,12 @@ registry which digest the tag points at now, so a plain plan never touches the n
 with live progress, or removes. Registry credentials (NGC: user `$oauthtoken`, key from
 `NGC_API_KEY`) are read from the controller's environment, registered as secrets and handed to
 docker without ever appearing in argv, output or results (see `_docker.py`).
+
+With `distribute: true` (or the play variable `sparkprov_distribute`), a remote host that lacks the
+image gets it from a source instead of its registry: the controller or the inventory host named by
+`seed` fetches it once per run, and `docker save` there streams into `docker load` on the host over
+SSH, with per-host progress; the loaded image ID must equal the source's (see `_distribute.py`).
+The check is unchanged: a host that holds the image is converged and skipped. Local hosts pull.
 """
 
 from __future__ import annotations
@@ -13,6 +19,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from sparkprov.modules._distribute import (
+    CONTROLLER,
+    ImageRequest,
+    digest_tag,
+    distribute_image,
+    pinned_tag,
+    wanted,
+)
 from sparkprov.modules._docker import (
     REFERENCE_FORM,
     Credentials,
@@ -39,6 +53,8 @@ class Pull:
     ref: ImageRef
     auth: Credentials | None
     timeout: float | None
+    seed: str | None = None  # distribute: fetched once on this source ('controller' or a host), copied here
+    digest: str | None = None  # check_latest: the registry digest the image must carry
 
 
 @dataclass(frozen=True)
@@ -99,9 +115,10 @@ def _diff(ref: ImageRef, before: str, after: str) -> Diff:
 
 
 def _newer_digest(
-    args: dict[str, Any], ref: ImageRef, image: LocalImage, ctx: TaskContext
+    args: dict[str, Any], ref: ImageRef, image: LocalImage, ctx: TaskContext, *, distributed: bool = False
 ) -> tuple[str, Credentials | None] | None:
-    """With check_latest, the registry's digest for the tag when the local image is not it."""
+    """With check_latest, the registry's digest for the tag when the local image is not it (a
+    distributed copy of it counts: it carries the digest as a `NAME:sha256-HEX` tag)."""
     if not args.get("check_latest") or ref.digest:
         return None
     auth = credentials(args, ref, ctx)
@@ -110,7 +127,19 @@ def _newer_digest(
         remote = registry_digest(ref, query_auth, ctx.secret)
     except RegistryError as exc:
         raise image_failure("check the registry for", ref, exc.reason, query_auth) from None
-    return None if remote in image.digests_for(ref) else (remote, auth)
+    if remote in image.digests_for(ref) or (distributed and _copy_of(ctx, ref, remote, image)):
+        return None
+    return remote, auth
+
+
+def _copy_of(ctx: TaskContext, ref: ImageRef, digest: str, image: LocalImage) -> bool:
+    """Whether `image` is a distributed copy of the image with registry digest `digest`."""
+    with docker_host(ctx) as docker:
+        try:
+            copy = docker.inspect(digest_tag(ref, digest))
+        except DaemonError as exc:
+            raise image_failure("inspect", ref, exc.reason, None) from None
+    return copy is not None and copy.id == image.id
 
 
 def _config_login(ref: ImageRef, ctx: TaskContext) -> Credentials | None:
@@ -121,27 +150,42 @@ def _config_login(ref: ImageRef, ctx: TaskContext) -> Credentials | None:
     return login
 
 
+def _seed(args: dict[str, Any], ctx: TaskContext) -> str | None:
+    """Where a missing image comes from when it is distributed; None: the host pulls it itself."""
+    if args.get("state", "present") == "absent" or ctx.conn.is_local:
+        return None
+    return wanted(args, ctx)
+
+
+def _from(seed: str) -> str:
+    return "the controller" if seed == CONTROLLER else seed
+
+
 class DockerImageModule(Module):
     name = "docker_image"
 
     def check(self, args: dict[str, Any], ctx: TaskContext) -> Change | None:
         ref = image_ref(args)
+        seed = _seed(args, ctx)
         with docker_host(ctx) as docker:
-            image = _inspect(docker, ref)
+            image = _inspect(docker, ref, distributed=seed is not None)
         if args.get("state", "present") == "absent":
             return self._removal(ref, image)
         if image is None:
-            pull = Pull(ref, credentials(args, ref, ctx), _timeout(args, ctx))
+            pull = Pull(ref, credentials(args, ref, ctx), _timeout(args, ctx), seed)
             after = _state_text(None, ref.digest or UNKNOWN_DIGEST)
             diff = _diff(ref, _state_text(None, None), after)
-            return Change(f"pull {ref}", [diff], pull, result_data(ref, None, pulled=True))
-        newer = _newer_digest(args, ref, image, ctx)
+            summary = f"pull {ref}" if seed is None else f"copy {ref} from {_from(seed)} (fetched there once)"
+            return Change(summary, [diff], pull, result_data(ref, None, pulled=True))
+        newer = _newer_digest(args, ref, image, ctx, distributed=seed is not None)
         if newer is None:
             return None
         remote, auth = newer
         diff = _diff(ref, _state_text(image, image.digest_for(ref)), _state_text(None, remote))
         summary = f"pull newer image {ref}: the registry has {remote}"
-        pull = Pull(ref, auth, _timeout(args, ctx))
+        if seed is not None:
+            summary = f"copy newer image {ref} from {_from(seed)}: the registry has {remote}"
+        pull = Pull(ref, auth, _timeout(args, ctx), seed, remote)
         return Change(summary, [diff], pull, {**result_data(ref, None, pulled=True), "digest": remote})
 
     @staticmethod
@@ -158,6 +202,8 @@ class DockerImageModule(Module):
                 _remove(docker, action.ref)
                 data = result_data(action.ref, None, pulled=False)
                 return Outcome(changed=True, msg=f"removed {action.ref}", data=data)
+            if action.seed is not None:
+                return _distributed(action, ctx)
             image = _pull(docker, action, ctx)
         data = result_data(action.ref, image, pulled=True)
         size = f"{image.layers} layer{'s' if image.layers != 1 else ''}, {_size(image.size)}"
@@ -165,9 +211,20 @@ class DockerImageModule(Module):
 
     def unchanged(self, args: dict[str, Any], ctx: TaskContext) -> Outcome:
         ref = image_ref(args)
+        seed = _seed(args, ctx)
         with docker_host(ctx) as docker:
-            image = _inspect(docker, ref)
+            image = _inspect(docker, ref, distributed=seed is not None)
         return Outcome(changed=False, data=result_data(ref, image, pulled=False))
+
+
+def _distributed(action: Pull, ctx: TaskContext) -> Outcome:
+    """Apply a pull as a copy from the seed (see `_distribute.py`)."""
+    assert action.seed is not None
+    request = ImageRequest(action.ref, action.auth, action.timeout, action.seed, action.digest)
+    copy = distribute_image(ctx, request)
+    data = result_data(action.ref, copy.image, pulled=True)
+    data.update(digest=data["digest"] or copy.digest, source=action.seed)
+    return Outcome(changed=True, msg=f"{action.ref} ({_size(copy.image.size)}): {copy.note}", data=data)
 
 
 def _size(size: int) -> str:
@@ -179,10 +236,14 @@ def _timeout(args: dict[str, Any], ctx: TaskContext) -> float | None:
     return float(value) if value else None
 
 
-def _inspect(docker: DockerHost, ref: ImageRef) -> LocalImage | None:
-    """The local image for `ref`: by digest when pinned (it must carry that digest), else by tag."""
+def _inspect(docker: DockerHost, ref: ImageRef, *, distributed: bool = False) -> LocalImage | None:
+    """The local image for `ref`: by digest when pinned (it must carry that digest), else by tag.
+    A pinned image that was distributed has no registry digest but its `NAME:sha256-HEX` tag."""
     try:
         image = docker.inspect(ref.pull_ref)
+        copied = pinned_tag(ref) if distributed else None
+        if image is None and copied is not None:
+            return docker.inspect(copied)
     except DaemonError as exc:
         raise image_failure("inspect", ref, exc.reason, None) from None
     if image is not None and ref.digest and ref.digest not in image.digests_for(ref):

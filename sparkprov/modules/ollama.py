@@ -12,6 +12,13 @@ If the API does not answer before a restart that this task will do itself, the m
 after the restart (the plan says so). That is also the case when the restart changes OLLAMA_MODELS:
 the store the API serves afterwards is another one.
 
+With `distribute: true` (or the play variable `sparkprov_distribute`), a remote host whose store lacks
+a model gets it from `seed` (the controller's own Ollama, or an inventory host's) instead of the
+internet: the seed pulls it once per run, then its manifest and the blobs the host lacks are streamed
+over SSH into the host's store (`models_dir`) and the host's API must list it (see
+`_ollama_store.py`). That needs access to both stores (OLLAMA_MODELS; the service's default is
+/usr/share/ollama/.ollama/models, owned by the ollama user: use `become`).
+
 Limitation: the controller talks HTTP to `url` directly. For a remote host, `url` must be an address
 of that host reachable from the controller (a loopback URL would reach the controller's own Ollama,
 so it is refused there); tunnelling the API over the host's SSH connection is not done yet.
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sparkprov.connection.base import FileState
+from sparkprov.modules._distribute import CONTROLLER, wanted
 from sparkprov.modules._files import Attrs, plan_write, run_ops, sha256
 from sparkprov.modules._ollama_api import (
     DEFAULT_URL,
@@ -37,6 +45,7 @@ from sparkprov.modules._ollama_api import (
     api_url,
     is_loopback,
 )
+from sparkprov.modules._ollama_store import ModelRequest, default_models_dir, distribute_model
 from sparkprov.modules.base import Change, Diff, Module, ModuleFailure, Outcome, TaskContext
 from sparkprov.modules.service import ServiceModule
 
@@ -78,6 +87,10 @@ class Config:
     restart: bool
     wait_timeout: float
     pull_timeout: float | None
+    seed: str | None = None  # distribute: models come from this source's store ('controller' or a host)
+    models_dir: str = ""  # with distribute: the host's store
+    seed_url: str | None = None
+    seed_models_dir: str | None = None
 
 
 @dataclass
@@ -153,6 +166,7 @@ def config(args: dict[str, Any], ctx: TaskContext) -> Config:
         raise ModuleFailure(f"invalid Ollama URL: {exc}") from None
     service = str(args.get("service") or DEFAULT_SERVICE)
     pull_timeout = args.get("pull_timeout")
+    seed = None if ctx.conn.is_local else wanted(args, ctx)
     return Config(
         url=url,
         service=service,
@@ -162,6 +176,10 @@ def config(args: dict[str, Any], ctx: TaskContext) -> Config:
         restart=args.get("restart", True),
         wait_timeout=float(args.get("wait_timeout", DEFAULT_WAIT_TIMEOUT_S)),
         pull_timeout=float(pull_timeout) if pull_timeout is not None else ctx.timeout,
+        seed=seed,
+        models_dir=str(args.get("models_dir") or default_models_dir(settings)),
+        seed_url=args.get("seed_url"),
+        seed_models_dir=args.get("seed_models_dir"),
     )
 
 
@@ -315,7 +333,10 @@ def summary(plan: Plan, models: ModelActions | None = None) -> str:
     if models is None:
         parts.append(f"then pull/delete models as the API at {plan.config.url} reports after the restart")
     else:
-        if models.pulls:
+        if models.pulls and plan.config.seed is not None:
+            source = "the controller" if plan.config.seed == CONTROLLER else plan.config.seed
+            parts.append(f"copy {_names(models.pulls)} from {source}")
+        elif models.pulls:
             parts.append(f"pull {_names(models.pulls)}")
         if models.deletes:
             parts.append(f"delete {_names(models.deletes)}")
@@ -353,6 +374,7 @@ def result_data(
 class _Done:
     pulled: list[ModelSpec] = field(default_factory=list)
     deleted: list[ModelSpec] = field(default_factory=list)
+    copies: list[str] = field(default_factory=list)  # how each distributed model came
 
     def text(self) -> str:
         parts = [f"pulled {_names(self.pulled)}"] if self.pulled else []
@@ -371,17 +393,29 @@ def _pull(client: OllamaClient, spec: ModelSpec, cfg: Config, progress: Callable
     progress(what, total, total)
 
 
+def _copy(spec: ModelSpec, cfg: Config, ctx: TaskContext) -> str:
+    """The model from the seed's store into this host's (see `_ollama_store.py`); how it went."""
+    assert cfg.seed is not None
+    request = ModelRequest(
+        spec.name, spec.written, cfg.seed, cfg.seed_url, cfg.seed_models_dir, cfg.pull_timeout
+    )
+    return f"{spec.name}: {distribute_model(ctx, request, cfg.models_dir, cfg.url).note}"
+
+
 def _run_models(client: OllamaClient, plan: Plan, actions: ModelActions, ctx: TaskContext) -> _Done:
     cfg = plan.config
     done = _Done()
     try:
         for spec in actions.pulls:
-            _pull(client, spec, cfg, ctx.progress)
+            if cfg.seed is not None:
+                done.copies.append(_copy(spec, cfg, ctx))
+            else:
+                _pull(client, spec, cfg, ctx.progress)
             done.pulled.append(spec)
         for spec in actions.deletes:
             client.delete(spec.written)  # False (404): already gone, which is what was wanted
             done.deleted.append(spec)
-    except ApiError as exc:
+    except (ApiError, ModuleFailure) as exc:
         raise ModuleFailure(
             f"{exc}{done.text()}",
             **result_data(cfg, done.pulled, done.deleted, plan.restarts),
@@ -436,7 +470,7 @@ class OllamaModule(Module):
             done = _run_models(client, plan, actions, ctx)
         return Outcome(
             changed=True,
-            msg=summary(plan, actions),
+            msg="; ".join([summary(plan, actions), *done.copies]),
             data=result_data(cfg, done.pulled, done.deleted, plan.restarts),
         )
 

@@ -261,6 +261,12 @@ class StaticChecker:
                 Problem(place, f"template syntax error in {where}: {exc.message} in {source!r}")
             )
             return
+        except (jinja2.TemplateError, RecursionError, ValueError, OverflowError) as exc:
+            # Jinja folds constants while compiling ('x'.attr, huge literals): a broken template too
+            self.problems.append(
+                Problem(place, f"cannot read the template in {where}: {exc!s:.200} in {source!r:.200}")
+            )
+            return
         for name in sorted(names - known):
             self.problems.append(self._undefined(name, known, place, where))
 
@@ -285,16 +291,26 @@ class StaticChecker:
             return
         try:
             source = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            self.problems.append(Problem(Place(str(path)), "template is not valid UTF-8"))
+        except UnicodeDecodeError as exc:
+            raw = path.read_bytes()
+            bad_line = raw[: exc.start].count(b"\n") + 1
+            self.problems.append(
+                Problem(
+                    Place(str(path), bad_line),
+                    f"template is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+                    hint="save the template as UTF-8",
+                )
+            )
             return
         try:
             names = unguarded_names(source)
-        except jinja2.TemplateSyntaxError as exc:
+        except (jinja2.TemplateError, RecursionError, ValueError, OverflowError) as exc:
             self.problems.append(
                 Problem(
-                    Place(str(path), exc.lineno),
-                    f"template syntax error: {exc.message} (template of task '{task.name}', {task.place})",
+                    Place(str(path), getattr(exc, "lineno", None)),
+                    f"template {'syntax ' if isinstance(exc, jinja2.TemplateSyntaxError) else ''}error: "
+                    f"{getattr(exc, 'message', None) or exc!s:.200} "
+                    f"(template of task '{task.name}', {task.place})",
                 )
             )
             return

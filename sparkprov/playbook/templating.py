@@ -248,6 +248,11 @@ def render_string(source: str, scope: Mapping[str, Any], *, trim_blocks: bool = 
         native, template = _compile_string(source, trim_blocks)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message} in '{source}'", source=source) from None
+    except (jinja2.TemplateError, RecursionError, ValueError, OverflowError) as exc:
+        # Jinja folds constant expressions while compiling, so evaluation errors surface here too
+        raise TemplateError(
+            f"cannot compile template: {exc!s:.200} in '{source:.200}'", source=source
+        ) from None
     return _run(template, scope, native=native, source=source)
 
 

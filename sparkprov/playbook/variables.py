@@ -25,6 +25,12 @@ def parse_extra_vars(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def _parse_one(value: str, where: str) -> dict[str, Any]:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError.single(
+            Place(where), "extra vars are not valid UTF-8", hint="pass UTF-8 text"
+        ) from None
     if value.startswith("@"):
         data = load_yaml_file(Path(value[1:]).expanduser(), what=f"extra vars file ({where})")
         return _require_mapping(data, value[1:])

@@ -78,7 +78,30 @@ def _located_loader(file: str, problems: list[Problem]) -> type:
 
     Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_located_map)
     Loader.add_constructor("tag:yaml.org,2002:seq", Loader.construct_located_seq)
+    for kind in ("int", "float", "bool", "timestamp"):
+        tag = f"tag:yaml.org,2002:{kind}"
+        Loader.add_constructor(tag, _checked_scalar(Loader.yaml_constructors[tag], kind, file, problems))
     return Loader
+
+
+def _checked_scalar(construct: Any, kind: str, file: str, problems: list[Problem]) -> Any:
+    """A scalar PyYAML resolves to a type but cannot build (2024-13-01, !!int three) is a located
+    problem, not a traceback."""
+
+    def checked(loader: Any, node: yaml.ScalarNode) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError, TypeError, KeyError, AttributeError) as exc:
+            problems.append(
+                Problem(
+                    _place(file, node.start_mark),
+                    f"cannot read {node.value!r} as !!{kind}: {exc}",
+                    hint="quote it to keep it as text",
+                )
+            )
+            return node.value
+
+    return checked
 
 
 def read_text(path: Path, display: str | None = None, *, what: str = "file") -> str:
@@ -114,18 +137,26 @@ def read_text(path: Path, display: str | None = None, *, what: str = "file") -> 
 def load_yaml(text: str, file: str) -> Any:
     """Parse one YAML document keeping places; raise InputError listing every problem found."""
     problems: list[Problem] = []
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # text that came from bytes that were not UTF-8 (surrogate escapes)
+        raise InputError.single(Place(file), "not valid UTF-8", hint="use UTF-8 text") from None
     loader = _located_loader(file, problems)(text)
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, text, file) from None
     except yaml.YAMLError as exc:
-        raise InputError.single(Place(file), f"YAML error: {exc}") from None
+        position = getattr(exc, "position", None)  # a reader error: a character YAML refuses
+        line = text[:position].count("\n") + 1 if isinstance(position, int) else None
+        raise InputError.single(Place(file, line), f"YAML error: {exc}") from None
+    except RecursionError:
+        raise InputError.single(Place(file), "YAML is nested too deeply to read") from None
     finally:
         loader.dispose()
     if problems:
         raise InputError(problems)
-    _check_expansion(data, file)
+    _check_expansion(data, file, len(text))
     return data
 
 
@@ -159,8 +190,10 @@ def load_yaml_file(path: Path, display: str | None = None, *, what: str = "file"
     return load_yaml(read_text(path, name, what=what), name)
 
 
-def _check_expansion(data: Any, file: str) -> None:
-    """Refuse documents whose aliases expand to a huge tree (the 'billion laughs' attack)."""
+def _check_expansion(data: Any, file: str, written: int) -> None:
+    """Refuse documents whose aliases expand to a huge tree (the 'billion laughs' attack). Every
+    node takes at least a character to write, so only aliases can make a tree larger than its text."""
+    limit = max(MAX_EXPANDED_NODES, written)
     sizes: dict[int, int] = {}
 
     def size(node: Any) -> int:
@@ -173,7 +206,8 @@ def _check_expansion(data: Any, file: str) -> None:
         children = node.values() if isinstance(node, dict) else node
         total = 1 + sum(size(child) for child in children)
         sizes[id(node)] = total
-        if total > MAX_EXPANDED_NODES:
+        # Big documents are fine; what aliases multiply (far more nodes than were written) is not.
+        if total > limit:
             raise InputError.single(
                 Place(file),
                 f"document expands to more than {MAX_EXPANDED_NODES} nodes through YAML aliases",

@@ -1,9 +1,11 @@
-"""Rendering `sparkprov facts`: a table per host, or one JSON document."""
+"""Rendering `sparkprov facts`: a table per host and the fleet problems, or one JSON document."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
+from sparkprov.facts.fleet import FleetProblem
 from sparkprov.facts.host import HostFacts
 
 
@@ -25,7 +27,7 @@ def _gpus(facts: HostFacts) -> str:
     return "; ".join(parts)
 
 
-def render_facts_text(found: dict[str, HostFacts | str]) -> str:
+def render_facts_text(found: dict[str, HostFacts | str], problems: Sequence[FleetProblem] = ()) -> str:
     lines = []
     for host, facts in found.items():
         lines.append(f"{host}:")
@@ -43,13 +45,31 @@ def render_facts_text(found: dict[str, HostFacts | str]) -> str:
             ("machine-id", facts.machine_id or "-"),
         ]
         lines.extend(f"  {key:<11} {value}" for key, value in rows)
+    lines.extend(_problems_text(found, problems))
     return "\n".join(lines)
 
 
-def render_facts_json(found: dict[str, HostFacts | str]) -> str:
+def _problems_text(found: dict[str, HostFacts | str], problems: Sequence[FleetProblem]) -> list[str]:
+    """The "fleet problems" section; for a single host there is no fleet to speak of."""
+    if not problems:
+        probed = sum(1 for facts in found.values() if isinstance(facts, HostFacts))
+        return ["", "fleet problems: none"] if probed > 1 else []
+    lines = ["", f"fleet problems ({len(problems)}):"]
+    for problem in problems:
+        lines.append(f"  {problem.kind}: {problem.message}")
+        lines.append(f"    fix: {problem.fix}")
+    return lines
+
+
+def render_facts_json(found: dict[str, HostFacts | str], problems: Sequence[FleetProblem] = ()) -> str:
     hosts = {
         host: ({"unreachable": True, "msg": facts} if isinstance(facts, str) else facts.as_dict())
         for host, facts in found.items()
     }
     failed = any(isinstance(f, str) for f in found.values())
-    return json.dumps({"hosts": hosts, "exit_code": 1 if failed else 0}, indent=2)
+    document = {
+        "hosts": hosts,
+        "problems": [problem.as_dict() for problem in problems],
+        "exit_code": 1 if failed else 0,
+    }
+    return json.dumps(document, indent=2)

@@ -104,7 +104,12 @@ def verify_entry(result: VerifyResult) -> dict[str, Any]:
 
 
 def render_json(result: RunResult, masker: Masker) -> str:
-    document = {
+    return json.dumps(masker.data(json_document(result)), indent=2, default=str)
+
+
+def json_document(result: RunResult) -> dict[str, Any]:
+    """The `--format json` document, unmasked (report.json adds to it)."""
+    return {
         "plays": [
             {
                 "play": {"name": run.play.name, "hosts": run.hosts, "path": str(run.play.place)},
@@ -119,7 +124,6 @@ def render_json(result: RunResult, masker: Masker) -> str:
         "verify": [verify_entry(r) for r in result.verify],
         "exit_code": result.exit_code(),
     }
-    return json.dumps(masker.data(document), indent=2, default=str)
 
 
 def render_error_json(kind: str, problems: list[dict[str, Any]], exit_code: int, masker: Masker) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterable
@@ -22,13 +23,15 @@ class Masker:
             self.add(value)
 
     def add(self, value: str) -> None:
-        """Mask `value` from now on (safe to call from host threads)."""
-        if len(value) < _MIN_SECRET_LENGTH:
-            return
+        """Mask `value` from now on (safe to call from host threads), also as output shows it:
+        escaped by repr() or JSON, and line by line for a multi-line secret (a PEM key in a diff)."""
+        variants = {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
+        variants.update(line.strip() for line in value.splitlines())
+        variants = {v for v in variants if len(v) >= _MIN_SECRET_LENGTH}
         with self._lock:
-            if value in self._secrets:
+            if variants <= self._secrets:
                 return
-            self._secrets.add(value)
+            self._secrets.update(variants)
             values = sorted(self._secrets, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in values))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -13,6 +14,9 @@ from sparkprov.executor.results import Mode, RunResult, Status, TaskResult, Veri
 from sparkprov.playbook.model import Play, Task
 from sparkprov.report.masking import Masker
 from sparkprov.verify.base import StepStatus
+
+if TYPE_CHECKING:
+    from sparkprov.executor.journal import HostRecord, PendingHandler, RunRecord
 
 _COLOURS = {
     Status.OK: "green",
@@ -108,8 +112,15 @@ class TextReporter:
                     self._line(Status.SKIPPED, shown.host, "(empty loop)", "", False)
             else:
                 item = shown.items[0]
+                resumed = item.data.get("skip_reason") == "resumed"
                 self._line(
-                    item.status, shown.host, "", item.msg, item.pending, verbose=shown.task.module == "debug"
+                    item.status,
+                    shown.host,
+                    "",
+                    item.msg,
+                    item.pending,
+                    verbose=shown.task.module == "debug",
+                    word="skipped (resumed)" if resumed else None,
                 )
                 self._diffs(item.diffs)
             if shown.ignored:
@@ -153,6 +164,53 @@ class TextReporter:
             self.stream.flush()
             self._bar_open = not finished
 
+    def interrupted(self) -> None:
+        """The first Ctrl-C: nothing new starts; what runs is waited for."""
+        with self._lock:
+            self._end_bar()
+            self._echo()
+            self._echo(
+                "Interrupted: no new task starts; waiting for the running ones to finish "
+                "(Ctrl-C again to stop now).",
+                fg="yellow",
+                bold=True,
+            )
+
+    def unfinished_run(self, run: RunRecord, dropped: list[tuple[str, PendingHandler]], resume: bool) -> None:
+        """On stderr before an apply starts: the previous apply of this playbook on this inventory did
+        not finish; what each host got done, and the handlers that will still run."""
+        how = {
+            "killed": "it was killed or crashed (no end was recorded)",
+            "interrupted": "it was interrupted (Ctrl-C)",
+        }.get(run.outcome, f"it ended ({run.outcome}) with work left")
+        lines = [
+            f"NOTE: the last apply of this playbook on this inventory did not finish: {how}; "
+            f"started {_local_time(run.started)}, pid {run.pid}."
+        ]
+        lines += [f"  {host}: {_host_summary(record)}" for host, record in run.hosts.items()]
+        lines += [
+            f"  {host}: handler '{p.name}' (play {p.play + 1}) is no longer in the playbook or inventory: "
+            "it will not run"
+            for host, p in dropped
+        ]
+        if resume:
+            lines.append(
+                "Resuming: the tasks that run finished are skipped (tasks that register results or set "
+                "facts run again); pending handlers run at the end of their play."
+            )
+        elif any(r.pending_handlers for r in run.hosts.values()):
+            lines.append(
+                "Pending handlers run at the end of their play. "
+                "`sparkprov apply --resume` would also skip the tasks already done."
+            )
+        elif any(r.done for r in run.hosts.values()):
+            lines.append("`sparkprov apply --resume` would skip the tasks already done.")
+        for line in lines:
+            click.echo(self.masker.text(line), err=True)
+
+    def nothing_to_resume(self) -> None:
+        click.echo("--resume: the last apply finished; nothing to resume, every task runs.", err=True)
+
     def _end_bar(self) -> None:
         """A bar that never reached 100% (the pull failed) must not swallow the next line."""
         if self._bar_open:
@@ -160,11 +218,19 @@ class TextReporter:
             self._bar_open = False
 
     def _line(
-        self, status: Status, host: str, item: str, msg: str, pending: bool, verbose: bool = False
+        self,
+        status: Status,
+        host: str,
+        item: str,
+        msg: str,
+        pending: bool,
+        verbose: bool = False,
+        word: str | None = None,
     ) -> None:
-        word = "would change" if pending and status is Status.CHANGED else status.value
+        shown = "would change" if pending and status is Status.CHANGED else status.value
         if status is Status.FAILED:
-            word = "fatal" if not item else "failed"
+            shown = "fatal" if not item else "failed"
+        word = word or shown
         line = f"{word}: [{host}]"
         if item:
             line += f" => {item}"
@@ -255,3 +321,23 @@ class TextReporter:
             fg="yellow",
             bold=True,
         )
+
+
+def _local_time(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    except ValueError:
+        return iso
+
+
+def _host_summary(record: HostRecord) -> str:
+    """`3 task(s) done, last 'write config'; stopped while running 'nap'; handlers to run: restart`."""
+    parts = [f"{len(record.done)} task(s) done" + (f", last '{record.last.name}'" if record.last else "")]
+    if record.running is not None:
+        parts.append(f"stopped while running '{record.running.name}'")
+    if record.unreachable:
+        parts.append("unreachable")
+    pending = record.pending_handlers
+    if pending:
+        parts.append("handlers to run: " + ", ".join(p.name for p in pending))
+    return "; ".join(parts)

@@ -19,6 +19,10 @@ _STEPS = {
     "command": "sparkprov.verify.command:CommandStep",
     "http": "sparkprov.verify.http:HttpStep",
     "container": "sparkprov.verify.container:ContainerStep",
+    "memory": "sparkprov.verify.memory:MemoryStep",
+    "preflight": "sparkprov.verify.preflight:PreflightStep",
+    "testinfra": "sparkprov.verify.testinfra_step:TestinfraStep",
+    "ollama_bench": "sparkprov.verify.ollama_bench:OllamaBenchStep",
 }
 
 # The task keywords a verify step may carry (the rest — register, notify, retries... — mean nothing

@@ -42,9 +42,11 @@ class MetricVerdict:
     measured: Any
     ok: bool
     text: str  # the verdict in words: "42 >= 40", "not measured (expected >= 40)"
+    flag: str = ""  # held but not judged as written: "impossible", "no baseline" (see expect.Verdict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"expected": self.expected, "measured": self.measured, "ok": self.ok, "text": self.text}
+        found = {"expected": self.expected, "measured": self.measured, "ok": self.ok, "text": self.text}
+        return {**found, "flag": self.flag} if self.flag else found
 
     @property
     def measured_text(self) -> str:
@@ -52,7 +54,8 @@ class MetricVerdict:
 
     def summary(self, metric: str) -> str:
         """`metric: expected X, measured Y` — the line reports print for this metric."""
-        return f"{metric}: expected {self.expected}, measured {self.measured_text}"
+        line = f"{metric}: expected {self.expected}, measured {self.measured_text}"
+        return f"{line} — {self.text}" if self.flag else line
 
 
 @dataclass
@@ -118,7 +121,9 @@ def judge(
         verdict = not_measured(expectation) if found is None else expectation.evaluate(found)
         if isinstance(expectation, JsonSubset) and name in measured:
             display[name] = expectation.project(measured[name])
-        verdicts[name] = MetricVerdict(expectation.text, display.get(name), verdict.ok, verdict.text)
+        verdicts[name] = MetricVerdict(
+            expectation.text, display.get(name), verdict.ok, verdict.text, verdict.flag
+        )
     result = StepResult(
         StepStatus.PASS,
         measured=display,

@@ -6,6 +6,14 @@
     anything else ("NVIDIA GB10", 1, true)             equality (1 == 1.0; 13.0 == "13.0")
     a mapping (only where a step says so: http/container `json`)    subset of a JSON document, whose
                                                        leaves are expectations themselves
+    "within 10% of baseline"                           |measured - baseline| <= 10% of the baseline (the same
+                                                       metric in the report given with --baseline)
+    ">= 70% of roofline"                               a comparison with a fraction of the metric's physical
+                                                       ceiling (decode tok/s: memory bandwidth / model bytes)
+
+Where a step knows a metric's physical ceiling (`References.ceiling`), an expectation that asks for more
+than the ceiling cannot be met by any machine: `evaluate_against` flags it "impossible" with the ceiling
+instead of failing the host (the course's "70B Q4 ~15 tok/s" on a GB10, whose ceiling is ~6.3).
 
 Every expectation is a value with a `text` (what is expected, for reports) and `evaluate(measured)
 -> Verdict`. New kinds (roofline ceilings, baselines) are new classes with the same two members plus a
@@ -36,17 +44,26 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
-SYNTAX_HELP = "write '>= 40', '< 2.5', '== 1', '!= 0', '~ regex', 'between 10 and 20' or a plain value"
+SYNTAX_HELP = (
+    "write '>= 40', '< 2.5', '== 1', '!= 0', '~ regex', 'between 10 and 20', 'within 10% of baseline', "
+    "'>= 70% of roofline' or a plain value"
+)
 
 
 class ExpectationError(ValueError):
     """An `expect:` value that cannot be read (invalid input, exit code 4 when found before a run)."""
 
 
+# Verdict flags: held (ok), but not judged as written.
+IMPOSSIBLE = "impossible"  # the expectation is above the metric's physical ceiling
+NO_BASELINE = "no baseline"  # relative to a baseline, and the run was given none
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
     text: str  # why, in words: "42.0 >= 40", "'NVIDIA H100' is not 'NVIDIA GB10'"
+    flag: str = ""  # IMPOSSIBLE, NO_BASELINE or "" (judged as written)
 
 
 class Expectation(Protocol):
@@ -298,9 +315,135 @@ def _typo(text: str) -> Expectation | None:
     return None
 
 
-# Tried in order on a string; the first that recognises it wins. Later kinds of expectation
-# (roofline, baseline) add their parser here, before `_typo`.
-PARSERS: list[Callable[[str], Expectation | None]] = [_comparison, _match, _between, _typo]
+# ---------------------------------------------------------------- relative to a reference
+
+
+@dataclass(frozen=True)
+class References:
+    """What relative expectations of one metric are held against; None where unknown."""
+
+    ceiling: float | None = None  # the metric's physical upper bound (roofline)
+    ceiling_why: str = ""  # how the ceiling was derived: "273 GB/s / 43.0 GB"
+    unit: str = ""  # "tok/s"
+    baseline: float | None = None  # the same metric in the baseline report
+
+
+@dataclass(frozen=True)
+class WithinBaseline:
+    """`within 10% of baseline`: no more than `percent` away from the baseline, either way."""
+
+    percent: float
+
+    @property
+    def text(self) -> str:
+        return f"within {self.percent:g}% of baseline"
+
+    def resolve(self, refs: References) -> tuple[Expectation, str] | Verdict:
+        if refs.baseline is None:
+            return Verdict(True, "no baseline to compare with (run with --baseline REPORT)", NO_BASELINE)
+        spread = abs(refs.baseline) * self.percent / 100.0
+        return Between(refs.baseline - spread, refs.baseline + spread), f"baseline {refs.baseline:.4g}"
+
+    def evaluate(self, measured: Any) -> Verdict:
+        return evaluate_against(self, measured, References())
+
+
+@dataclass(frozen=True)
+class OfRoofline:
+    """`>= 70% of roofline`: a comparison with a fraction of the metric's physical ceiling."""
+
+    op: str
+    percent: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.op} {self.percent:g}% of roofline"
+
+    def resolve(self, refs: References) -> tuple[Expectation, str] | Verdict:
+        if refs.ceiling is None:
+            return Verdict(False, f"{self.text}: no roofline ceiling is known for this metric")
+        threshold = round(refs.ceiling * self.percent / 100.0, 3)
+        return Comparison(self.op, threshold), f"{self.percent:g}% of the ceiling {refs.ceiling:.4g}"
+
+    def evaluate(self, measured: Any) -> Verdict:
+        return evaluate_against(self, measured, References())
+
+
+def minimum_required(expectation: Expectation) -> tuple[float, bool] | None:
+    """The smallest value `expectation` accepts, and whether it must be exceeded (`>`); None when it
+    also accepts small values (`<= 10`, `~ regex`) or is not numeric."""
+    if isinstance(expectation, Comparison) and expectation.op in (">=", ">", "=="):
+        value = _number(expectation.operand)
+        return None if value is None else (value, expectation.op == ">")
+    if isinstance(expectation, Between):
+        return expectation.low, False
+    if isinstance(expectation, Equal):
+        value = _number(expectation.value)
+        return None if value is None else (value, False)
+    return None
+
+
+def evaluate_against(expectation: Expectation, measured: Any, refs: References) -> Verdict:
+    """`expectation.evaluate(measured)`, with a relative expectation resolved against `refs`, and one
+    that asks for more than `refs.ceiling` flagged IMPOSSIBLE (held: no machine can meet it)."""
+    note = ""
+    if isinstance(expectation, (WithinBaseline, OfRoofline)):
+        resolved = expectation.resolve(refs)
+        if isinstance(resolved, Verdict):
+            return resolved
+        absolute, note = resolved
+    else:
+        absolute = expectation
+    required = minimum_required(absolute)
+    if refs.ceiling is not None and required is not None:
+        value, strict = required
+        if value > refs.ceiling or (strict and value >= refs.ceiling):
+            return Verdict(True, _impossible(expectation, measured, refs), IMPOSSIBLE)
+    verdict = absolute.evaluate(measured)
+    return Verdict(verdict.ok, f"{verdict.text} ({note})", verdict.flag) if note else verdict
+
+
+def _impossible(expectation: Expectation, measured: Any, refs: References) -> str:
+    unit = f" {refs.unit}" if refs.unit else ""
+    why = f" = {refs.ceiling_why}" if refs.ceiling_why else ""
+    return (
+        f"impossible (ceiling {refs.ceiling:.1f}{unit}): '{expectation.text}' is above the physical "
+        f"ceiling{why}; measured {show(measured)}, not a failure of this machine"
+    )
+
+
+_WITHIN_BASELINE = re.compile(r"^within\s+(\d+(?:\.\d+)?)\s*%\s+of\s+(?:the\s+)?baseline$", re.IGNORECASE)
+_OF_ROOFLINE = re.compile(r"^(>=|>|<=|<)\s*(\d+(?:\.\d+)?)\s*%\s+of\s+(?:the\s+)?(?:roofline|ceiling)$")
+
+
+def _within_baseline(text: str) -> Expectation | None:
+    match = _WITHIN_BASELINE.match(text)
+    if match is not None:
+        return WithinBaseline(float(match.group(1)))
+    if text.lower().startswith("within "):
+        raise ExpectationError(f"cannot read expectation {text!r}; write 'within 10% of baseline'")
+    return None
+
+
+def _of_roofline(text: str) -> Expectation | None:
+    match = _OF_ROOFLINE.match(text)
+    if match is not None:
+        return OfRoofline(match.group(1), float(match.group(2)))
+    if _COMPARISON.match(text) and "%" in text:
+        raise ExpectationError(f"cannot read expectation {text!r}; write '>= 70% of roofline'")
+    return None
+
+
+# Tried in order on a string; the first that recognises it wins. The relative kinds come first (their
+# text starts like a comparison: ">= 70% of roofline"); later kinds add their parser before `_typo`.
+PARSERS: list[Callable[[str], Expectation | None]] = [
+    _within_baseline,
+    _of_roofline,
+    _comparison,
+    _match,
+    _between,
+    _typo,
+]
 
 
 def parse_expectation(value: Any) -> Expectation:

@@ -18,6 +18,7 @@ from tests.infra.compose import compose_binary as fetch_compose_binary
 from tests.infra.dockerd import DOCKER_PACKAGES, DockerDaemon
 from tests.infra.fleet import FLEET_PACKAGES, Fleet, FleetNetwork
 from tests.infra.images import BUSYBOX_PACKAGES, import_busybox_image
+from tests.infra.llama_server import LlamaServer, llama_server_or_skip
 from tests.infra.packages import ensure_packages, require_root
 from tests.infra.process import torn_down
 from tests.infra.registry import REGISTRY_PACKAGES, Registry, ngc_style_registry
@@ -83,3 +84,10 @@ def ssh_fleet(infra_slot: Slot) -> Iterator[Callable[[int], Fleet]]:
     network = FleetNetwork(infra_slot)
     with torn_down(network.close):
         yield network.start_fleet
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama.cpp's llama-server with SmolLM2-135M on 127.0.0.1 (`.url`), built once into the cache
+    (tests/infra/llama_server.py); skipped when the source package or the build tools cannot be had."""
+    yield from llama_server_or_skip(tmp_path_factory.mktemp("llama-server"))

@@ -159,8 +159,10 @@ class FleetNetwork:
         self._started = 0
         self._bridge_up = False
 
-    def start_fleet(self, count: int) -> Fleet:
-        """Start `count` hosts and wait until every sshd answers."""
+    def start_fleet(self, count: int, extra_sshd_config: str = "") -> Fleet:
+        """Start `count` hosts and wait until every sshd answers. `extra_sshd_config` is appended to
+        each host's sshd_config, with `{name}`, `{ip}` and `{dir}` (the host's state directory)
+        replaced, e.g. "SetEnv DOCKER_HOST=unix://{dir}/docker/docker.sock"."""
         if not 0 < count <= len(self._free):
             raise ValueError(f"cannot start {count} hosts: {len(self._free)} addresses left in the pool")
         self._ensure_bridge()
@@ -171,7 +173,7 @@ class FleetNetwork:
         try:
             _write_client_key(fleet)
             for index, octet in enumerate(octets, 1):
-                fleet.hosts.append(self._prepare_host(fleet, f"h{index}", octet))
+                fleet.hosts.append(self._prepare_host(fleet, f"h{index}", octet, extra_sshd_config))
             fleet.known_hosts_file.write_text("".join(f"{h.ip} {h.host_key_pub}\n" for h in fleet.hosts))
             self._plug(fleet.hosts)
             _launch(fleet.hosts)
@@ -211,7 +213,7 @@ class FleetNetwork:
             self._bridge_up = True
             net.allow_forwarding(self.slot.fleet_bridge)
 
-    def _prepare_host(self, fleet: Fleet, name: str, octet: int) -> SshHost:
+    def _prepare_host(self, fleet: Fleet, name: str, octet: int, extra_config: str = "") -> SshHost:
         """Host key and sshd_config on disk; nothing runs yet."""
         host_dir = fleet.dir / name
         host_dir.mkdir(parents=True)
@@ -219,8 +221,9 @@ class FleetNetwork:
         key = host_dir / "ssh_host_ed25519_key"
         _keygen(key, comment=name)
         config = host_dir / "sshd_config"
+        extra = extra_config.replace("{name}", name).replace("{ip}", ip).replace("{dir}", str(host_dir))
         config.write_text(
-            _SSHD_CONFIG.format(ip=ip, dir=host_dir, authorized_keys=fleet.dir / "authorized_keys")
+            _SSHD_CONFIG.format(ip=ip, dir=host_dir, authorized_keys=fleet.dir / "authorized_keys") + extra
         )
         netns = f"{self.slot.netns_prefix}{octet}"
         daemon = Daemon("sshd", _launch_argv(netns, name, config), host_dir)

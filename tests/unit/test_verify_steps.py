@@ -39,7 +39,16 @@ def context(**variables: Any) -> StepContext:
 
 
 def test_registry_names_every_step() -> None:
-    assert step_names() == ["command", "container", "gpu", "http"]
+    assert step_names() == [
+        "command",
+        "container",
+        "gpu",
+        "http",
+        "memory",
+        "ollama_bench",
+        "preflight",
+        "testinfra",
+    ]
     assert all(get_step(name).name == name for name in step_names())
     assert "register" not in KEYWORDS and "when" in KEYWORDS
 
