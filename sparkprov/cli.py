@@ -177,13 +177,19 @@ def _run(
         prepared = load_inputs(playbook, inventory, extra, limit)
     except InputError as exc:
         raise _input_error(exc, output_format) from None
-    from sparkprov.report.baseline import Comparisons
     from sparkprov.report.files import now_iso
 
-    try:
-        comparisons = Comparisons.load(baseline, baseline_tolerance, outlier_percent)
-    except InputError as exc:
-        raise _input_error(exc, output_format) from None
+    comparisons = None
+    benchmarks = any(
+        step.module == "ollama_bench" for play in prepared.playbook.plays for step in play.verify
+    )
+    if baseline is not None or benchmarks:  # the comparison code (and its imports) only when it can matter
+        from sparkprov.report.baseline import Comparisons
+
+        try:
+            comparisons = Comparisons.load(baseline, baseline_tolerance, outlier_percent)
+        except InputError as exc:
+            raise _input_error(exc, output_format) from None
     started_at = now_iso()
     masker = _masker()
     show_diff = diff or mode is not Mode.APPLY
@@ -212,7 +218,9 @@ def _run(
         on_secret=masker.add,
         journal=journal,
     )
-    result = comparisons.apply_to(runner.run())
+    result = runner.run()
+    if comparisons is not None:
+        result = comparisons.apply_to(result)
     reporter.finished(result)
     if journal is not None and journal.journal.error:
         warning = f"warning: the run journal stopped part way: {journal.journal.error}"
@@ -227,7 +235,7 @@ def _run(
 
         host_connection = partial(_connect_host, prepared, accept_new_hostkeys)
         fingerprints = collect_fingerprints(result, host_connection, forks=forks)
-        info = ReportInfo(started_at, now_iso(), fingerprints, comparisons.findings)
+        info = ReportInfo(started_at, now_iso(), fingerprints, comparisons.findings if comparisons else {})
         write_reports(report_dir, result, masker, info)
     if result.aborted:  # Ctrl-C twice: do not wait for the tasks still running (Python would, at exit)
         sys.stdout.flush()

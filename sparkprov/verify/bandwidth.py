@@ -21,26 +21,16 @@ the controller.
 
 from __future__ import annotations
 
-import re
 import statistics
 from typing import Any
 
-# Device name pattern -> theoretical memory bandwidth in GB/s (NVIDIA's data sheets). First match wins.
-THEORETICAL_GBPS: tuple[tuple[str, float], ...] = (
-    (r"\bGB10\b", 273.0),  # DGX Spark, 128 GB LPDDR5X
-    (r"\bH100\b.*\bPCIe\b", 2000.0),
-    (r"\bH100\b.*\bNVL\b", 3900.0),
-    (r"\bH100\b", 3350.0),  # SXM5 (the "80GB HBM3" name)
-    (r"\bH200\b", 4800.0),
-)
-
 
 def theoretical_gbps(device_name: str | None) -> float | None:
-    """The table's bandwidth for a device name; None for a device it does not know."""
-    for pattern, gbps in THEORETICAL_GBPS:
-        if device_name and re.search(pattern, device_name):
-            return gbps
-    return None
+    """The device's theoretical memory bandwidth from the one table (roofline.py); None if unknown."""
+    from sparkprov.verify.roofline import device_for
+
+    device = device_for(device_name)
+    return device.bandwidth_gbs if device else None
 
 
 # ---------------------------------------------------------------- on the host (stdlib + torch)

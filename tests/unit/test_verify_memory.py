@@ -269,7 +269,8 @@ def test_a_whole_sweep_stays_above_the_headroom(start: int, target_gib: int, ste
         ("NVIDIA H100 NVL", 3900.0),
         ("NVIDIA H200", 4800.0),
         ("NVIDIA H200 NVL", 4800.0),
-        ("NVIDIA A100-SXM4-80GB", None),
+        ("NVIDIA A100-SXM4-80GB", 2039.0),
+        ("NVIDIA B200", None),
         (None, None),
     ],
 )
