@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Iterator
 from typing import Any
 
-from sparkprov.connection.base import Become, ByteSource, CommandResult, Connection
+from sparkprov.connection.base import Become, Connection
+from sparkprov.executor.layer import ConnectionLayer
 
 
 def file_ops_of(payload: Any) -> list[dict[str, Any]]:
@@ -25,48 +25,15 @@ def file_ops_of(payload: Any) -> list[dict[str, Any]]:
     return ops if isinstance(ops, list) else []
 
 
-class PlannedConnection(Connection):
+class PlannedConnection(ConnectionLayer):
     def __init__(self, inner: Connection) -> None:
-        self.inner = inner
-        self.host_name = inner.host_name
-        self.is_local = inner.is_local
+        super().__init__(inner)
         self._states: dict[str, dict[str, Any]] = {}
         self._contents: dict[str, bytes] = {}
         self._identities: dict[str, dict[str, Any]] = {}
 
-    def run(self, argv: list[str], **kwargs: Any) -> CommandResult:
-        return self.inner.run(argv, **kwargs)
-
-    def run_with_input(self, argv: list[str], source: ByteSource, **kwargs: Any) -> CommandResult:
-        return self.inner.run_with_input(argv, source, **kwargs)
-
-    def stream_output(self, argv: list[str], **kwargs: Any) -> Iterator[bytes]:
-        return self.inner.stream_output(argv, **kwargs)
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def invalidate(self) -> None:
-        self.inner.invalidate()
-
-    def round_trip_count(self) -> int:
-        return self.inner.round_trip_count()
-
-    def prefetch(self, requests: list[tuple[str, bool]], *, become: Become | None) -> None:
-        prefetch = getattr(self.inner, "prefetch", None)
-        if prefetch is not None:
-            prefetch(requests, become=become)
-
-    def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
-        answers: list[dict[str, Any] | None] = [
-            self._walk(op, become) if op["op"] == "walk" else self._predicted(op) for op in ops
-        ]
-        missing = [op for op, answer in zip(ops, answers) if answer is None]
-        real = iter(self.inner.agent(missing, become=become) if missing else [])
-        return [answer if answer is not None else next(real) for answer in answers]
+    def answer(self, op: dict[str, Any], become: Become | None) -> dict[str, Any] | None:
+        return self._walk(op, become) if op["op"] == "walk" else self._predicted(op)
 
     def _known(self, path: str) -> dict[str, Any] | None:
         path = os.path.normpath(path)
