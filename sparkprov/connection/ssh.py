@@ -342,7 +342,7 @@ class SSHConnection(Connection):
     def _finished(
         self, argv: list[str], rc: int | None, out: bytes, err: bytes, started: float, become: Become | None
     ) -> CommandResult:
-        """The result of a streamed command (sudo's own refusals explained, as `run` does)."""
+        """A command's result, sudo's own refusals explained."""
         if rc is None:
             raise self._connection_lost(None)
         result = CommandResult(
@@ -407,18 +407,7 @@ class SSHConnection(Connection):
             raise self._connection_lost(exc) from None
         finally:
             channel.close()
-        if rc is None:
-            raise self._connection_lost(None)
-        result = CommandResult(
-            tuple(argv),
-            rc,
-            out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace"),
-            time.monotonic() - started,
-        )
-        if become is not None and self._needs_sudo(become):
-            return self._explain_sudo_failure(result, become)
-        return result
+        return self._finished(argv, rc, out, err, started, become)
 
     def _command_line(
         self, argv: list[str], *, become: Become | None, cwd: str | None, env: dict[str, str] | None

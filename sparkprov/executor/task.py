@@ -282,25 +282,9 @@ class TaskRunner:
         )
 
     def _args(self, task: Task, scope: Scope) -> dict[str, Any]:
-        try:
-            args = render(task.args, scope)
-        except TemplateError as exc:
-            raise _template_failure(exc, task, "the module arguments") from None
-        args = coerce({k: v for k, v in args.items() if v != OMIT}, f"modules/{task.module}")
-        problems = validate(
-            args,
-            f"modules/{task.module}",
-            root=None,
-            base_path=[],
-            fallback=task.place,
-            what=f"module '{task.module}' of task '{task.name}'",
+        return rendered_args(
+            task, scope, f"modules/{task.module}", f"module '{task.module}' of task '{task.name}'"
         )
-        if problems:
-            raise TaskFailure(
-                "; ".join(f"{p.message}{' (' + p.hint + ')' if p.hint else ''}" for p in problems)
-                + f" [{task.place}]"
-            )
-        return args
 
     def _once(self, task: Task, module: Module, scope: Scope) -> ItemResult:
         try:
@@ -367,3 +351,20 @@ def _overall(results: list[ItemResult]) -> Status:
     if statuses == {Status.SKIPPED} or not results:
         return Status.SKIPPED
     return Status.OK
+
+
+def rendered_args(task: Task, scope: Scope, schema: str, what: str) -> dict[str, Any]:
+    """The task's arguments rendered for this host, `omit` dropped, coerced to the schema's types
+    and validated against it (a TaskFailure names every problem and the task's place)."""
+    try:
+        args = render(task.args, scope)
+    except TemplateError as exc:
+        raise _template_failure(exc, task, "the arguments") from None
+    args = coerce({k: v for k, v in args.items() if v != OMIT}, schema)
+    problems = validate(args, schema, root=None, base_path=[], fallback=task.place, what=what)
+    if problems:
+        raise TaskFailure(
+            "; ".join(f"{p.message}{' (' + p.hint + ')' if p.hint else ''}" for p in problems)
+            + f" [{task.place}]"
+        )
+    return args

@@ -13,10 +13,16 @@ from typing import Any
 
 from sparkprov.connection.base import BecomeFailed, CommandTimeout, HostUnreachable
 from sparkprov.executor.results import VerifyResult
-from sparkprov.executor.task import OMIT, TaskFailure, TaskRunner, TaskSettings, _loop_vars, loop_items
+from sparkprov.executor.task import (
+    TaskFailure,
+    TaskRunner,
+    TaskSettings,
+    _loop_vars,
+    loop_items,
+    rendered_args,
+)
 from sparkprov.playbook.model import Task
-from sparkprov.playbook.schema import coerce, validate
-from sparkprov.playbook.templating import KnownAfterApply, Scope, TemplateError, evaluate_condition, render
+from sparkprov.playbook.templating import KnownAfterApply, Scope, TemplateError, evaluate_condition
 from sparkprov.verify import get_step
 from sparkprov.verify.base import StepContext, StepFailure, StepResult, StepStatus
 from sparkprov.verify.expect import ExpectationError
@@ -94,21 +100,7 @@ class VerificationRunner:
     @staticmethod
     def _args(task: Task, scope: Scope) -> dict[str, Any]:
         schema = f"verify/{task.module}"
-        args = coerce({k: v for k, v in render(task.args, scope).items() if v != OMIT}, schema)
-        problems = validate(
-            args,
-            schema,
-            root=None,
-            base_path=[],
-            fallback=task.place,
-            what=f"verify step '{task.module}' of '{task.name}'",
-        )
-        if problems:
-            raise TaskFailure(
-                "; ".join(f"{p.message}{' (' + p.hint + ')' if p.hint else ''}" for p in problems)
-                + f" [{task.place}]"
-            )
-        return args
+        return rendered_args(task, scope, schema, f"verify step '{task.module}' of '{task.name}'")
 
 
 def _unknown(exc: KnownAfterApply) -> StepResult:
