@@ -7,12 +7,24 @@ guard says it is not needed; `changed_when`/`failed_when` on the task refine the
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import shlex
 from typing import Any
 
 from sparkprov.connection.base import CommandTimeout
 from sparkprov.modules.base import Change, Module, ModuleFailure, Outcome, TaskContext
+
+DEFAULT_COMMAND_TIMEOUT_S = 4 * 3600.0
+
+
+def default_command_timeout() -> float:
+    """No command runs forever: without a task `timeout:` it gets $SPARKPROV_COMMAND_TIMEOUT seconds
+    (default 4 hours), then fails saying what it was running and for how long."""
+    try:
+        return float(os.environ.get("SPARKPROV_COMMAND_TIMEOUT", DEFAULT_COMMAND_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_COMMAND_TIMEOUT_S
 
 
 def _exists(ctx: TaskContext, pattern: str) -> bool:
@@ -81,7 +93,7 @@ class CommandModule(Module):
             result = ctx.conn.run(
                 payload["argv"],
                 stdin=payload["stdin"].encode("utf-8") if payload["stdin"] is not None else None,
-                timeout=ctx.timeout,
+                timeout=ctx.timeout if ctx.timeout is not None else default_command_timeout(),
                 become=ctx.become,
                 cwd=payload["chdir"],
                 env=ctx.environment or None,
