@@ -31,6 +31,7 @@ from sparkprov.playbook.templating import (
 )
 
 OMIT = "__omit_place_holder__sparkprov"
+MAX_DELAY_S = 300.0
 
 
 @dataclass
@@ -246,20 +247,31 @@ class TaskRunner:
     def _attempts(self, task: Task, scope: Scope) -> ItemResult:
         module = get_module(task.module)
         retries = int(render(task.retries, scope)) if task.retries is not None else 0
-        attempts = 1 + retries if task.until else 1
+        attempts = 1 + retries
+        delay = float(render(task.delay, scope))
+        backoff = float(render(task.backoff, scope))
         for attempt in range(1, attempts + 1):
             result = self._once(task, module, scope)
             result.attempts = attempt
-            if not task.until or result.predicted:
-                return result
-            check_scope = scope.child({task.register: result.registered()} if task.register else {})
-            if result.status is not Status.FAILED and evaluate_condition(task.until, check_scope):
+            if result.predicted or self._done(task, scope, result):
                 return result
             if attempt < attempts:
-                self.settings.sleep(float(render(task.delay, scope)))
-        result.status = Status.FAILED
-        result.msg = f"retried {attempts} times, 'until' condition never held: {result.msg}".rstrip(": ")
+                # A flaky pull gets more time each try: delay, delay*backoff, ... capped at MAX_DELAY_S.
+                self.settings.sleep(min(delay * backoff ** (attempt - 1), MAX_DELAY_S))
+        if task.until:
+            result.status = Status.FAILED
+            result.msg = f"retried {attempts} times, 'until' condition never held: {result.msg}".rstrip(": ")
+        elif attempts > 1:
+            result.msg = f"failed {attempts} times: {result.msg}"
         return result
+
+    @staticmethod
+    def _done(task: Task, scope: Scope, result: ItemResult) -> bool:
+        """`until` decides; without it (retries alone, as in Ansible) a result that did not fail."""
+        if not task.until:
+            return result.status is not Status.FAILED
+        check_scope = scope.child({task.register: result.registered()} if task.register else {})
+        return result.status is not Status.FAILED and evaluate_condition(task.until, check_scope)
 
     def _context(self, task: Task, scope: Scope) -> TaskContext:
         settings = self.settings

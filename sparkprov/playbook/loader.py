@@ -317,6 +317,7 @@ def _build_task(raw: dict[str, Any], module: str, args: dict[str, Any], name: st
         become_user=raw.get("become_user"),
         retries=raw.get("retries", 3 if until else None),
         delay=raw.get("delay", 5),
+        backoff=raw.get("backoff", 1.0),
         until=until,
         ignore_errors=raw.get("ignore_errors", False),
         no_log=bool(raw.get("no_log", False)),

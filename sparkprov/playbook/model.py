@@ -37,6 +37,7 @@ class Task:
     become_user: str | None = None
     retries: Any = None
     delay: Any = 5
+    backoff: Any = 1.0  # sparkprov: each retry waits `backoff` times longer than the one before
     until: list[Any] = field(default_factory=list)
     ignore_errors: Any = False
     no_log: bool = False
