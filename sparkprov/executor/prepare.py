@@ -54,13 +54,34 @@ def load_inputs(
             hint=f"hosts: {', '.join(inventory.hosts) or '(none)'}; groups: {', '.join(inventory.groups)}",
         )
     play_vars_files = [_vars_files(play, playbook, extra_vars, problems) for play in playbook.plays]
-    external = set(extra_vars) | {k for h in inventory.hosts.values() for k in inventory.host_vars(h)}
     problems.extend(
-        StaticChecker(playbook, external_vars=external, facts=ANSIBLE_FACT_NAMES).check(play_vars_files)
+        StaticChecker(
+            playbook, external=_external_vars(inventory, _extra_origins(extra)), facts=ANSIBLE_FACT_NAMES
+        ).check(play_vars_files)
     )
     if problems:
         raise InputError(problems)
     return Prepared(playbook, inventory, extra_vars, play_vars_files)
+
+
+def _external_vars(
+    inventory: Inventory, extra_vars: dict[str, tuple[Any, str]]
+) -> dict[str, tuple[Any, Place]]:
+    """Variables set outside the playbook, with where: the inventory's (every host's), then -e (wins)."""
+    found: dict[str, tuple[Any, Place]] = {}
+    for host in inventory.hosts.values():
+        for key, value in inventory.host_vars(host).items():
+            found.setdefault(key, (value, Place(inventory.source)))
+    found.update((key, (value, Place(where))) for key, (value, where) in extra_vars.items())
+    return found
+
+
+def _extra_origins(extra: tuple[str, ...]) -> dict[str, tuple[Any, str]]:
+    """Each -e variable's value and which -e set it ('-e #2'); a later -e wins, as when merged."""
+    origins: dict[str, tuple[Any, str]] = {}
+    for index, value in enumerate(extra, start=1):
+        origins.update((key, (found, f"-e #{index}")) for key, found in parse_extra_vars((value,)).items())
+    return origins
 
 
 def _collect(problems: list[Problem], load: Callable[[], T]) -> T | None:

@@ -161,9 +161,18 @@ def _defined_by(tasks: Iterable[Task]) -> set[str]:
 
 
 class StaticChecker:
-    def __init__(self, playbook: Playbook, *, external_vars: set[str], facts: frozenset[str]) -> None:
+    def __init__(
+        self,
+        playbook: Playbook,
+        *,
+        external: dict[str, tuple[Any, Place]],
+        facts: frozenset[str],
+    ) -> None:
+        """`external`: variables from outside the playbook (inventory, -e), each with its value and
+        where it was set; their templates are checked like the play's own."""
         self.playbook = playbook
-        self.external_vars = external_vars
+        self.external = external
+        self.external_vars = set(external)
         self.facts = facts
         self.problems: list[Problem] = []
         self.runtime_names: set[str] = set()
@@ -211,12 +220,16 @@ class StaticChecker:
             | set(environment().globals)
             | (self.facts if play.gather_facts else frozenset())
         )
-        variables = {**files_vars, **play.vars}
+        variables = {**{k: value for k, (value, _) in self.external.items()}, **files_vars, **play.vars}
         for key, value in variables.items():
-            place = play.var_places.get(key, play.place)
+            place = self._place_of(play, key, files_vars)
+            if key in play.vars or key in files_vars:
+                where = f"variable '{key}' of play '{play.name}'"
+            else:
+                where = f"variable '{key}' (used by play '{play.name}')"
             for source in _strings(value):
                 if is_template(source):
-                    self._report_unknown(source, known, place, f"variable '{key}' of play '{play.name}'")
+                    self._report_unknown(source, known, place, where)
         self._check_cycles(play, variables)
         for task in all_tasks:
             task_known = known | set(task.vars) | _loop_names(task)
@@ -226,6 +239,12 @@ class StaticChecker:
                 module_vars = task.args.get("vars")
                 names = set(module_vars) if isinstance(module_vars, dict) else set()
                 self._check_template_file(task, task_known | TEMPLATE_VARS | names)
+
+    def _place_of(self, play: Play, key: str, files_vars: dict[str, Any]) -> Place:
+        """Where a variable the play sees was set: the play, its vars files, else the inventory or -e."""
+        if key in play.vars or key in files_vars or key not in self.external:
+            return play.var_places.get(key, play.place)
+        return self.external[key][1]
 
     def _check_cycles(self, play: Play, variables: dict[str, Any]) -> None:
         """`a: "{{ b }}"` with `b: "{{ a }}"` can never be evaluated: say so before running."""
@@ -246,7 +265,7 @@ class StaticChecker:
                 reported.update(cycle)
                 self.problems.append(
                     Problem(
-                        play.place,
+                        self._place_of(play, cycle[0], {}),
                         f"recursive variable definition in play '{play.name}': {' -> '.join(cycle)}",
                         key=cycle[0],
                         hint="one of these variables must get its value without going through the others",

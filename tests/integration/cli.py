@@ -83,8 +83,10 @@ def sparkprov(
     *,
     cwd: Path | None = None,
     expect_rc: int | None = None,
+    inventory: Path | None = None,
 ) -> CliRun:
-    """`sparkprov COMMAND PLAYBOOK -e {base, **extra} --format json`; stdout must be one JSON document."""
+    """`sparkprov COMMAND PLAYBOOK -e {base, **extra} --format json [-i INVENTORY]`; stdout must be one
+    JSON document. Without an inventory the play runs on the implicit localhost (local connection)."""
     path = playbook if Path(playbook).is_absolute() else DATA / playbook
     variables = {"base": str(base), **(extra or {})}
     argv = (
@@ -97,6 +99,7 @@ def sparkprov(
         json.dumps(variables),
         "--format",
         "json",
+        *(("-i", str(inventory)) if inventory else ()),
     )
     proc = subprocess.run(
         argv, capture_output=True, text=True, cwd=cwd or base, timeout=120, env=_environment(), check=False
@@ -123,11 +126,16 @@ def _environment() -> dict[str, str]:
 
 
 def apply_twice(
-    playbook: str | Path, base: Path, extra: dict[str, Any] | None = None, *, cwd: Path | None = None
+    playbook: str | Path,
+    base: Path,
+    extra: dict[str, Any] | None = None,
+    *,
+    cwd: Path | None = None,
+    inventory: Path | None = None,
 ) -> CliRun:
     """Apply (must succeed), then apply again and require that nothing changed; the first run."""
-    first = sparkprov("apply", playbook, base, extra, cwd=cwd, expect_rc=0)
-    second = sparkprov("apply", playbook, base, extra, cwd=cwd, expect_rc=0)
+    first = sparkprov("apply", playbook, base, extra, cwd=cwd, expect_rc=0, inventory=inventory)
+    second = sparkprov("apply", playbook, base, extra, cwd=cwd, expect_rc=0, inventory=inventory)
     assert second.stats["changed"] == 0, f"second apply changed {sorted(second.changed())}"
     return first
 
