@@ -18,7 +18,7 @@ from sparkprov.playbook.loader import load_playbook
 from sparkprov.playbook.model import Play, Playbook
 from sparkprov.playbook.static import StaticChecker
 from sparkprov.playbook.templating import Scope, TemplateError, is_template, render_string
-from sparkprov.playbook.variables import load_vars_file, parse_extra_vars
+from sparkprov.playbook.variables import load_vars_file_placed, parse_extra_vars
 from sparkprov.resources import default_playbook
 
 T = TypeVar("T")
@@ -93,10 +93,18 @@ def _collect(problems: list[Problem], load: Callable[[], T]) -> T | None:
         return None
 
 
+class VarsFiles(dict):
+    """The variables of a play's vars files, with where each value is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.places: dict[str, Place] = {}
+
+
 def _vars_files(
     play: Play, playbook: Playbook, extra_vars: dict[str, Any], problems: list[Problem]
 ) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
+    merged = VarsFiles()
     for name in play.vars_files:
         if is_template(name):
             try:
@@ -108,7 +116,7 @@ def _vars_files(
         if not path.is_absolute():
             path = playbook.directory / path
         try:
-            merged.update(load_vars_file(path))
+            values, places = load_vars_file_placed(path)
         except InputError as exc:
             problems.extend(
                 Problem(
@@ -116,4 +124,7 @@ def _vars_files(
                 )
                 for p in exc.problems
             )
+            continue
+        merged.update(values)
+        merged.places.update(places)
     return merged

@@ -242,8 +242,10 @@ class StaticChecker:
 
     def _place_of(self, play: Play, key: str, files_vars: dict[str, Any]) -> Place:
         """Where a variable the play sees was set: the play, its vars files, else the inventory or -e."""
-        if key in play.vars or key in files_vars or key not in self.external:
+        if key in play.vars or key not in (*files_vars, *self.external):
             return play.var_places.get(key, play.place)
+        if key in files_vars:
+            return getattr(files_vars, "places", {}).get(key, play.place)
         return self.external[key][1]
 
     def _check_cycles(self, play: Play, variables: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkprov.errors import InputError, Place, Problem, describe_value
-from sparkprov.playbook.yamlsrc import load_yaml, load_yaml_file
+from sparkprov.playbook.yamlsrc import load_yaml, load_yaml_file, plain
 
 
 def parse_extra_vars(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -69,4 +69,11 @@ def _require_mapping(data: Any, where: str) -> dict[str, Any]:
 
 
 def load_vars_file(path: Path) -> dict[str, Any]:
-    return _require_mapping(load_yaml_file(path, what="vars file"), str(path))
+    return load_vars_file_placed(path)[0]
+
+
+def load_vars_file_placed(path: Path) -> tuple[dict[str, Any], dict[str, Place]]:
+    """A vars file's variables (plain data) and where each one's value is written."""
+    data = load_yaml_file(path, what="vars file")
+    places = dict(getattr(data, "value_places", {}))
+    return plain(_require_mapping(data, str(path))), places
