@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -20,7 +21,7 @@ from jinja2 import meta, nodes
 from sparkprov.errors import Place, Problem
 from sparkprov.playbook.model import Play, Playbook, Task
 from sparkprov.playbook.schema import closest
-from sparkprov.playbook.templating import environment, is_template
+from sparkprov.playbook.templating import environment, is_template, template_searchpath
 from sparkprov.resources import locate_source
 
 MAGIC_VARS = frozenset(
@@ -310,6 +311,12 @@ class StaticChecker:
                 )
             )
             return
+        self._check_template_source(path, task, known, (path,))
+
+    def _check_template_source(
+        self, path: Path, task: Task, known: AbstractSet[str], chain: tuple[Path, ...]
+    ) -> None:
+        """A template file and, through {% include %} / {% import %}, the files it pulls in."""
         try:
             source = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
@@ -325,6 +332,7 @@ class StaticChecker:
             return
         try:
             names = unguarded_names(source)
+            includes = [name for name in meta.find_referenced_templates(_parse(source)) if name]
         except (jinja2.TemplateError, RecursionError, ValueError, OverflowError) as exc:
             self.problems.append(
                 Problem(
@@ -342,6 +350,26 @@ class StaticChecker:
                     name, known, Place(str(path), line), f"template used by task '{task.name}' ({task.place})"
                 )
             )
+        for name in includes:
+            self._check_include(path, source, name, task, known, chain)
+
+    def _check_include(
+        self, path: Path, source: str, name: str, task: Task, known: AbstractSet[str], chain: tuple[Path, ...]
+    ) -> None:
+        place = Place(str(path), _first_line_using(source, name))
+        found = next((Path(d) / name for d in template_searchpath(path) if (Path(d) / name).is_file()), None)
+        if found is None:
+            where = ", ".join(template_searchpath(path))
+            self.problems.append(
+                Problem(place, f"template includes '{name}', which is not found (looked in {where})")
+            )
+        elif found.resolve() in (p.resolve() for p in chain):
+            loop = " -> ".join(p.name for p in (*chain, found))
+            self.problems.append(
+                Problem(place, f"template includes itself: {loop}", hint="break the include loop")
+            )
+        else:
+            self._check_template_source(found, task, known, (*chain, found))
 
 
 def _find_cycle(start: str, uses: dict[str, set[str]]) -> list[str] | None:

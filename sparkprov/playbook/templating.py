@@ -81,7 +81,9 @@ def undefined_name(exc: jinja2.UndefinedError) -> str | None:
     return match.group(1) if match else None
 
 
-def _make_environment(*, trim_blocks: bool, lstrip_blocks: bool) -> jinja2.Environment:
+def _make_environment(
+    *, trim_blocks: bool, lstrip_blocks: bool, searchpath: tuple[str, ...] = ()
+) -> jinja2.Environment:
     from sparkprov.playbook.jinja_ansible import install
 
     env = jinja2.Environment(
@@ -91,6 +93,8 @@ def _make_environment(*, trim_blocks: bool, lstrip_blocks: bool) -> jinja2.Envir
         keep_trailing_newline=True,
         autoescape=False,
         cache_size=2000,
+        # template files may {% include %} / {% import %} others next to them
+        loader=jinja2.FileSystemLoader(list(searchpath)) if searchpath else None,
     )
     install(env)
     return env
@@ -291,9 +295,29 @@ def evaluate_condition(condition: Any, scope: Mapping[str, Any]) -> bool:
 
 @lru_cache(maxsize=512)
 def _file_template(path: str, mtime: float, trim_blocks: bool, lstrip_blocks: bool) -> jinja2.Template:
-    env = environment(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
+    env = file_environment(Path(path), trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks)
     source = Path(path).read_text(encoding="utf-8")
     return env.from_string(source)
+
+
+def template_searchpath(path: Path) -> tuple[str, ...]:
+    """Where a template file's includes are found: its own folder, then sparkprov's templates/."""
+    from sparkprov.resources import data_dir
+
+    return (str(path.parent), str(data_dir("templates")))
+
+
+@lru_cache(maxsize=64)
+def _file_environment(
+    searchpath: tuple[str, ...], trim_blocks: bool, lstrip_blocks: bool
+) -> jinja2.Environment:
+    return _make_environment(trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks, searchpath=searchpath)
+
+
+def file_environment(
+    path: Path, *, trim_blocks: bool = True, lstrip_blocks: bool = False
+) -> jinja2.Environment:
+    return _file_environment(template_searchpath(path), trim_blocks, lstrip_blocks)
 
 
 def load_file_template(
