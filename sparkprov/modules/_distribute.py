@@ -48,6 +48,7 @@ from sparkprov.modules._docker import (
     image_failure,
 )
 from sparkprov.modules.base import ModuleFailure, TaskContext
+from sparkprov.units import human_bytes
 
 CONTROLLER = "controller"
 # Play-level switches (play vars, group_vars, -e): used when a task does not say `distribute`/`seed`.
@@ -216,14 +217,6 @@ class Meter:
 
     def summary(self, source: Source) -> str:
         return f"copied {human_bytes(self.done)} from {source.label} at {self.rate}"
-
-
-def human_bytes(value: float) -> str:
-    for unit in ("B", "kB", "MB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.2f} GB"
 
 
 # ---------------------------------------------------------------- docker images

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sparkprov.connection.base import CommandResult, CommandTimeout
+from sparkprov.modules._progress import LayerBytes
 from sparkprov.modules.base import ModuleFailure, TaskContext
 
 if TYPE_CHECKING:
@@ -297,11 +298,8 @@ _LAYER_STATES = frozenset(
 _DOWNLOADED = frozenset({"Verifying Checksum", "Download complete", "Extracting", "Pull complete"})
 
 
-@dataclass
-class PullProgress:
+class PullProgress(LayerBytes):
     """Bytes downloaded across the layers of a pull, from the daemon's JSON progress events."""
-
-    layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (done, total)
 
     def update(self, event: dict[str, Any]) -> bool:
         """Account for one event; True when the byte counts changed."""
@@ -318,14 +316,6 @@ class PullProgress:
             now = before
         self.layers[layer] = now
         return now != before
-
-    @property
-    def done(self) -> int:
-        return sum(done for done, _ in self.layers.values())
-
-    @property
-    def total(self) -> int:
-        return sum(total for _, total in self.layers.values())
 
     @property
     def running_total(self) -> int | None:

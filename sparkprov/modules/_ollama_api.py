@@ -21,6 +21,8 @@ from typing import Any
 
 import requests
 
+from sparkprov.modules._progress import LayerBytes
+
 DEFAULT_PORT = 11434
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 CONNECT_TIMEOUT_S = 5.0
@@ -187,11 +189,8 @@ def _event(line: bytes, url: str, model: str) -> dict[str, Any]:
     return event
 
 
-@dataclass
-class _PullProgress:
+class _PullProgress(LayerBytes):
     """Bytes done and expected over the layers seen so far."""
-
-    layers: dict[str, tuple[int, int]]
 
     def update(self, event: dict[str, Any]) -> bool:
         digest, total = event.get("digest"), event.get("total")
@@ -199,14 +198,6 @@ class _PullProgress:
             return False
         self.layers[str(digest)] = (int(event.get("completed") or 0), int(total))
         return True
-
-    @property
-    def done(self) -> int:
-        return sum(done for done, _ in self.layers.values())
-
-    @property
-    def total(self) -> int:
-        return sum(total for _, total in self.layers.values())
 
 
 class OllamaClient:

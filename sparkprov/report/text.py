@@ -13,6 +13,7 @@ import click
 from sparkprov.executor.results import Mode, RunResult, Status, TaskResult, VerifyResult
 from sparkprov.playbook.model import Play, Task
 from sparkprov.report.masking import Masker
+from sparkprov.units import human_bytes
 from sparkprov.verify.base import StepStatus
 
 if TYPE_CHECKING:
@@ -35,16 +36,8 @@ BAR_WIDTH = 30
 
 def _amount(done: int, total: int | None) -> str:
     if total:
-        return f"{_human_bytes(done)} / {_human_bytes(total)} ({100 * done / total:.0f}%)"
-    return _human_bytes(done)
-
-
-def _human_bytes(value: float) -> str:
-    for unit in ("B", "kB", "MB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.2f} GB"
+        return f"{human_bytes(done)} / {human_bytes(total)} ({100 * done / total:.0f}%)"
+    return human_bytes(done)
 
 
 def _short(value: Any, limit: int = 80) -> str:
