@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,9 +239,7 @@ def _run(
         info = ReportInfo(started_at, now_iso(), fingerprints, comparisons.findings if comparisons else {})
         write_reports(report_dir, result, masker, info)
     if result.aborted:  # Ctrl-C twice: do not wait for the tasks still running (Python would, at exit)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        _exit_now(EXIT_INTERRUPTED)
     return result.exit_code()
 
 
@@ -288,16 +287,29 @@ class SparkprovGroup(click.Group):
             exc.show()
             sys.exit(EXIT_INPUT)
         except click.Abort:
-            click.echo("Interrupted.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _exit_interrupted()
         except click.ClickException as exc:
             exc.show()
             sys.exit(EXIT_INPUT)
         except ExitCode as exc:
             sys.exit(exc.code)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 at once: task threads may still be running a command, and Python's exit would wait
+    for them (one more Ctrl-C while a run stops must not hang it)."""
+    click.echo("Interrupted.", err=True)
+    if threading.active_count() == 1:
+        sys.exit(EXIT_INTERRUPTED)
+    _exit_now(EXIT_INTERRUPTED)
+
+
+def _exit_now(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.group(cls=SparkprovGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -197,12 +197,12 @@ class Runner:
                     break
                 self._run_play(pool, play, files_vars)
         except KeyboardInterrupt:
-            # Ctrl-C a second time while running tasks were awaited: stop without waiting for them.
-            self.result.aborted = self.result.interrupted
-            self.stop.set()
-            self.result.interrupted = True
+            if self.result.interrupted:  # Ctrl-C a second time: stop without waiting for running tasks
+                self.result.aborted = True
+            else:  # Ctrl-C outside `_parallel`: the tasks still running are awaited in `_shut_down`
+                self._interrupted()
         finally:
-            pool.shutdown(wait=not self.result.aborted, cancel_futures=True)
+            self._shut_down(pool)
             for name, conn in self._connections.items():
                 self.result.round_trips[name] = conn.round_trip_count()
                 if not self.result.aborted:  # a task may still be using it
@@ -210,6 +210,16 @@ class Runner:
         if self.journal is not None:
             self.journal.finished(self.result)
         return self.result
+
+    def _shut_down(self, pool: ThreadPoolExecutor) -> None:
+        """Wait for the tasks still running, unless the run was aborted; Ctrl-C while waiting here
+        aborts it too."""
+        if not self.result.aborted:
+            try:
+                pool.shutdown(wait=True, cancel_futures=True)
+            except KeyboardInterrupt:
+                self.result.aborted = self.result.interrupted = True
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def _run_play(self, pool: ThreadPoolExecutor, play: Play, files_vars: dict[str, Any]) -> None:
         hosts = self.play_hosts(play)
@@ -233,11 +243,14 @@ class Runner:
         try:
             wait(futures)
         except KeyboardInterrupt:
-            self.stop.set()
-            self.result.interrupted = True
-            self.observer.interrupted()
+            self._interrupted()
             wait(futures)  # a second Ctrl-C here aborts the run (see `run`)
         return [f.result() for f in futures]
+
+    def _interrupted(self) -> None:
+        self.stop.set()
+        self.result.interrupted = True
+        self.observer.interrupted()
 
     def _run_batch(
         self,

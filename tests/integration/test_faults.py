@@ -76,13 +76,17 @@ def _default_sigint() -> None:
 
 
 def start_apply(
-    book: Path, variables: dict[str, Any], *options: str, env: dict[str, str] | None = None
+    book: Path,
+    variables: dict[str, Any],
+    *options: str,
+    env: dict[str, str] | None = None,
+    stdout: Any = subprocess.PIPE,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         _argv(book, variables, *options),
         env=_env(env),
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_default_sigint,
@@ -225,28 +229,54 @@ def test_ctrl_c_lets_the_running_task_finish_and_exits_130(state: Path, tmp_path
     assert host.running is None and host.pending_handlers == RESTART
 
 
-def test_ctrl_c_twice_stops_without_waiting(state: Path, tmp_path: Path) -> None:
-    base = tmp_path / "target"
-    running = start_apply(HANDLERS, {"base_dir": str(base), "value": 1, "nap": 60})
+def press_ctrl_c_during_the_long_task(
+    state: Path, tmp_path: Path, again: int
+) -> subprocess.CompletedProcess[str]:
+    """Ctrl-C once; once it is answered, `again` more times at once. Asserts the CLI then stops
+    within 5 s, leaving the task's `sleep 60` running (as it would be on a remote host)."""
+    output = tmp_path / "stdout"
+    with output.open("w") as stdout:
+        running = start_apply(
+            HANDLERS,
+            {"base_dir": str(tmp_path / "target"), "value": 1, "nap": 60},
+            env={"PYTHONUNBUFFERED": "1"},  # written as it would be to a terminal
+            stdout=stdout,
+        )
     wait_until_running(state, running, "long task")
     _wait(lambda: bool(children(running.pid)), "the task's command")
     sleeping = children(running.pid)
     try:
         running.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        # As a user would, press it again once the first is answered: two signals that arrive before
+        # Python runs its handler are one Ctrl-C to it.
+        _wait(lambda: "Interrupted: no new task starts" in output.read_text(), "the first Ctrl-C's answer")
         started = time.monotonic()
-        running.send_signal(signal.SIGINT)
+        for _ in range(again):
+            running.send_signal(signal.SIGINT)
+            time.sleep(0.01)
         stopped = finish(running, timeout=15)
         assert time.monotonic() - started < 5
     finally:
-        for pid in sleeping:  # the task's `sleep 60`, left behind as it would be by a remote host
+        for pid in sleeping:
             _kill(pid)
+    return stopped
+
+
+def test_ctrl_c_twice_stops_without_waiting(state: Path, tmp_path: Path) -> None:
+    stopped = press_ctrl_c_during_the_long_task(state, tmp_path, again=1)
     assert_exit(stopped, EXIT_INTERRUPTED)
     record = journal(state)
     assert record.finished and record.interrupted and record.exit_code == EXIT_INTERRUPTED
     host = record.hosts["localhost"]
     assert host.running is not None and host.running.name == "long task"
     assert host.pending_handlers == RESTART
+
+
+def test_ctrl_c_pressed_over_and_over_still_stops_at_once(state: Path, tmp_path: Path) -> None:
+    """Later presses may land while the run is stopping (writing the recap, the journal): Python's
+    exit would then wait for the task's thread; the CLI must not."""
+    stopped = press_ctrl_c_during_the_long_task(state, tmp_path, again=5)
+    assert_exit(stopped, EXIT_INTERRUPTED)
 
 
 def _kill(pid: int) -> None:
