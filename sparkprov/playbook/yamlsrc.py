@@ -8,14 +8,17 @@ reported as input problems instead of being silently accepted.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
 from sparkprov.errors import InputError, Place, Problem
 
-MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_FILE_BYTES = 2 * 1024 * 1024  # far above real playbooks; keeps rejecting a bad one under 1 s
 MAX_EXPANDED_NODES = 200_000
 
 try:  # libyaml is much faster and gives the same marks
@@ -32,7 +35,27 @@ class YamlMap(dict):
 
 class YamlSeq(list):
     place: Place
-    item_places: list[Place]
+    item_places: Sequence[Place]
+
+
+class _ItemPlaces(Sequence[Place]):
+    """The places of a sequence's items, made when asked for: a long list has many, few are asked."""
+
+    def __init__(self, file: str, marks: list[Any]) -> None:
+        self._file = file
+        self._marks = marks
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    @overload
+    def __getitem__(self, index: int) -> Place: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Place]: ...
+    def __getitem__(self, index: int | slice) -> Place | Sequence[Place]:
+        if isinstance(index, slice):
+            return [_place(self._file, mark) for mark in self._marks[index]]
+        return _place(self._file, self._marks[index])
 
 
 def _place(file: str, mark: Any) -> Place:
@@ -41,6 +64,14 @@ def _place(file: str, mark: Any) -> Place:
 
 def _located_loader(file: str, problems: list[Problem]) -> type:
     class Loader(_BaseLoader):
+        def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+            # Scalars are most of a document and need none of the alias and recursion bookkeeping.
+            if type(node) is yaml.ScalarNode:
+                construct = self.yaml_constructors.get(node.tag)
+                if construct is not None:
+                    return construct(self, node)
+            return super().construct_object(node, deep)
+
         def construct_located_map(self, node: yaml.MappingNode) -> Any:
             data = YamlMap()
             data.place = _place(file, node.start_mark)
@@ -72,7 +103,7 @@ def _located_loader(file: str, problems: list[Problem]) -> type:
         def construct_located_seq(self, node: yaml.SequenceNode) -> Any:
             data = YamlSeq()
             data.place = _place(file, node.start_mark)
-            data.item_places = [_place(file, child.start_mark) for child in node.value]
+            data.item_places = _ItemPlaces(file, [child.start_mark for child in node.value])
             yield data
             data.extend(self.construct_object(child, deep=True) for child in node.value)
 
@@ -80,8 +111,24 @@ def _located_loader(file: str, problems: list[Problem]) -> type:
     Loader.add_constructor("tag:yaml.org,2002:seq", Loader.construct_located_seq)
     for kind in ("int", "float", "bool", "timestamp"):
         tag = f"tag:yaml.org,2002:{kind}"
-        Loader.add_constructor(tag, _checked_scalar(Loader.yaml_constructors[tag], kind, file, problems))
+        construct = Loader.yaml_constructors[tag]
+        if kind == "int":
+            construct = _decimal_first(construct)
+        Loader.add_constructor(tag, _checked_scalar(construct, kind, file, problems))
     return Loader
+
+
+def _decimal_first(construct_int: Any) -> Any:
+    """Plain decimals (nearly every int written) without PyYAML's slower general int reader, which
+    handles signs, underscores, octal, hex and base 60."""
+
+    def construct(loader: Any, node: yaml.ScalarNode) -> Any:
+        text = node.value
+        if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+            return int(text)
+        return construct_int(loader, node)
+
+    return construct
 
 
 def _checked_scalar(construct: Any, kind: str, file: str, problems: list[Problem]) -> Any:
@@ -143,7 +190,8 @@ def load_yaml(text: str, file: str) -> Any:
         raise InputError.single(Place(file), "not valid UTF-8", hint="use UTF-8 text") from None
     loader = _located_loader(file, problems)(text)
     try:
-        data = loader.get_single_data()
+        with _collector_paused():
+            data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, text, file) from None
     except yaml.YAMLError as exc:
@@ -156,8 +204,21 @@ def load_yaml(text: str, file: str) -> Any:
         loader.dispose()
     if problems:
         raise InputError(problems)
-    _check_expansion(data, file, len(text))
+    _check_expansion(data, file, text)
     return data
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Parsing makes millions of objects that all stay alive; the cyclic garbage collector would scan
+    them over and over (5 times slower on a large file) to find nothing: a tree has no cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> InputError:
@@ -190,10 +251,12 @@ def load_yaml_file(path: Path, display: str | None = None, *, what: str = "file"
     return load_yaml(read_text(path, name, what=what), name)
 
 
-def _check_expansion(data: Any, file: str, written: int) -> None:
+def _check_expansion(data: Any, file: str, text: str) -> None:
     """Refuse documents whose aliases expand to a huge tree (the 'billion laughs' attack). Every
     node takes at least a character to write, so only aliases can make a tree larger than its text."""
-    limit = max(MAX_EXPANDED_NODES, written)
+    if "&" not in text or "*" not in text:
+        return  # no anchor or no alias: every node was written out
+    limit = max(MAX_EXPANDED_NODES, len(text))
     sizes: dict[int, int] = {}
 
     def size(node: Any) -> int:

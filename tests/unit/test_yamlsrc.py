@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sparkprov.errors import InputError, Place, Problem
 from sparkprov.playbook.yamlsrc import (
@@ -210,9 +211,24 @@ def test_nodes_remember_where_they_were_written() -> None:
     assert data.key_places["play"] == Place(FILE, 2, 1)
     assert play.key_places["tasks"] == Place(FILE, 4, 3)
     assert play.value_places["hosts"] == Place(FILE, 3, 10)
-    assert play["tasks"].item_places == [Place(FILE, 4, 11), Place(FILE, 4, 14)]
+    assert list(play["tasks"].item_places) == [Place(FILE, 4, 11), Place(FILE, 4, 14)]
     assert place_of(data, ["play", "tasks", 1]) == Place(FILE, 4, 14)
     assert place_of(data, ["play", "hosts"], key=True) == Place(FILE, 3, 3)
     # a path below a scalar, or a missing key, falls back to the deepest known place
     assert place_of(data, ["play", "hosts", "deeper"]) == Place(FILE, 3, 10)
     assert place_of(data, ["play", "missing"]) == Place(FILE, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "written", ["0", "7", "42", "010", "0o17", "0x1f", "1_000", "-5", "+3", "0b101", "190:20:30", "007"]
+)
+def test_integers_read_as_yaml_1_1_reads_them(written: str) -> None:
+    """sparkprov reads plain decimals itself (fast); everything else is PyYAML's, as Ansible reads it."""
+    assert load_yaml(f"n: {written}\n", FILE) == yaml.safe_load(f"n: {written}\n")
+
+
+def test_a_long_list_without_aliases_keeps_every_place() -> None:
+    items = MAX_EXPANDED_NODES + 1
+    data = load_yaml("ports: [" + ", ".join(["1"] * items) + "]\n", FILE)
+    assert len(data["ports"]) == len(data["ports"].item_places) == items
+    assert data["ports"].item_places[-1] == Place(FILE, 1, 9 + 3 * (items - 1))
