@@ -199,7 +199,7 @@ def load_yaml(text: str, file: str) -> Any:
         line = text[:position].count("\n") + 1 if isinstance(position, int) else None
         raise InputError.single(Place(file, line), f"YAML error: {exc}") from None
     except RecursionError:
-        raise InputError.single(Place(file), "YAML is nested too deeply to read") from None
+        raise _too_deep(text, file) from None
     finally:
         loader.dispose()
     if problems:
@@ -219,6 +219,24 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _too_deep(text: str, file: str) -> InputError:
+    """Where the document nests deepest (PyYAML's parser reads events without recursing)."""
+    depth = deepest = 0
+    deepest_mark = None
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_mark = depth, event.start_mark
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return InputError.single(
+        _place(file, deepest_mark) if deepest_mark else Place(file),
+        f"YAML is nested {deepest} levels deep here, too deep to read",
+        hint="flatten the data; playbooks and variables rarely need more than a dozen levels",
+    )
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, file: str) -> InputError:
