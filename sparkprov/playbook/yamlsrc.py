@@ -9,6 +9,7 @@ reported as input problems instead of being silently accepted.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +65,8 @@ def _place(file: str, mark: Any) -> Place:
 
 def _located_loader(file: str, problems: list[Problem]) -> type:
     class Loader(_BaseLoader):
+        where: str | None = None  # whose value is being read, for messages: "'retries'"
+
         def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
             # Scalars are most of a document and need none of the alias and recursion bookkeeping.
             if type(node) is yaml.ScalarNode:
@@ -96,7 +99,7 @@ def _located_loader(file: str, problems: list[Problem]) -> type:
                             hint="YAML keeps only one of them; remove or rename one",
                         )
                     )
-                data[key] = self.construct_object(value_node, deep=True)
+                data[key] = self._construct_within(value_node, f"'{key}'")
                 data.key_places[key] = _place(file, key_node.start_mark)
                 data.value_places[key] = _place(file, value_node.start_mark)
 
@@ -105,7 +108,15 @@ def _located_loader(file: str, problems: list[Problem]) -> type:
             data.place = _place(file, node.start_mark)
             data.item_places = _ItemPlaces(file, [child.start_mark for child in node.value])
             yield data
-            data.extend(self.construct_object(child, deep=True) for child in node.value)
+            item = f"an item of {self.where}" if self.where else "a list item"
+            data.extend(self._construct_within(child, item) for child in node.value)
+
+        def _construct_within(self, node: yaml.Node, where: str) -> Any:
+            outer, self.where = self.where, where
+            try:
+                return self.construct_object(node, deep=True)
+            finally:
+                self.where = outer
 
     Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_located_map)
     Loader.add_constructor("tag:yaml.org,2002:seq", Loader.construct_located_seq)
@@ -139,16 +150,30 @@ def _checked_scalar(construct: Any, kind: str, file: str, problems: list[Problem
         try:
             return construct(loader, node)
         except (ValueError, OverflowError, TypeError, KeyError, AttributeError) as exc:
+            where = f"{loader.where}: " if loader.where else ""
             problems.append(
                 Problem(
                     _place(file, node.start_mark),
-                    f"cannot read {node.value!r} as !!{kind}: {exc}",
+                    f"{where}cannot read {_shown(node.value)} as !!{kind}: {_reason(node.value, exc)}",
                     hint="quote it to keep it as text",
                 )
             )
             return node.value
 
     return checked
+
+
+def _shown(value: str, most: int = 40) -> str:
+    if len(value) <= most:
+        return repr(value)
+    return f"{value[: most // 2]!r}... ({len(value)} characters)"
+
+
+def _reason(value: str, exc: Exception) -> str:
+    digits = getattr(sys, "get_int_max_str_digits", lambda: 0)()  # Python 3.10.7 and later
+    if isinstance(exc, ValueError) and digits and sum(c.isdigit() for c in value) > digits:
+        return f"a number of more than {digits} digits is too long to read"
+    return str(exc)
 
 
 def read_text(path: Path, display: str | None = None, *, what: str = "file") -> str:
