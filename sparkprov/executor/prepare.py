@@ -70,8 +70,9 @@ def _external_vars(
     """Variables set outside the playbook, with where: the inventory's (every host's), then -e (wins)."""
     found: dict[str, tuple[Any, Place]] = {}
     for host in inventory.hosts.values():
+        places = inventory.host_var_places(host)
         for key, value in inventory.host_vars(host).items():
-            found.setdefault(key, (value, Place(inventory.source)))
+            found.setdefault(key, (value, places[key]))
     found.update((key, (value, Place(where))) for key, (value, where) in extra_vars.items())
     return found
 

@@ -75,9 +75,9 @@ class _IniReader:
                 hint="a section is [group], [group:vars] or [group:children], with no spaces inside",
             )
         elif self.kind == "hosts":
-            self._hosts(line)
+            self._hosts(line, Place(self.file, number))
         elif self.kind == "vars":
-            self._var(line)
+            self._var(line, Place(self.file, number))
         elif self.kind == "children":
             self._child(line, number)
 
@@ -99,7 +99,7 @@ class _IniReader:
             for parent in pending.parents if pending.kind == "children" else []:
                 self._guarded(pending.line, self.inventory.add_child, parent, name)
 
-    def _hosts(self, line: str) -> None:
+    def _hosts(self, line: str, place: Place) -> None:
         try:
             tokens = shlex.split(line, comments=True)
         except ValueError as exc:
@@ -109,16 +109,18 @@ class _IniReader:
         names, port = _host_entry(tokens[0])
         variables = dict(_assignment(token) for token in tokens[1:])
         for name in names:
-            self.inventory.add_host(name, self.group, port).vars.update(variables)
+            self.inventory.add_host(name, self.group, port).set_vars(
+                variables, dict.fromkeys(variables, place)
+            )
 
-    def _var(self, line: str) -> None:
+    def _var(self, line: str, place: Place) -> None:
         key, sep, raw = line.partition("=")
         if not sep or not key.strip():
             raise InventoryProblem(
                 f"expected key=value in [{self.group}:vars], got {line!r}",
                 hint="a :vars section holds one name=value per line; hosts go in a [group] section",
             )
-        self.inventory.set_group_var(self.group, key.strip(), parse_value(raw.strip()))
+        self.inventory.set_group_var(self.group, key.strip(), parse_value(raw.strip()), place)
 
     def _child(self, line: str, number: int) -> None:
         found = _GROUP_NAME.match(line)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparkprov.errors import describe_value
+from sparkprov.errors import Place, describe_value
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 PRIORITY_VAR = "ansible_group_priority"
@@ -34,6 +34,12 @@ class Host:
         default_factory=list
     )  # every group holding it, in precedence order ('all' first)
     inventory: Inventory | None = field(default=None, init=False, repr=False, compare=False)
+    var_places: dict[str, Place] = field(default_factory=dict, repr=False, compare=False)
+
+    def set_vars(self, variables: Mapping[str, Any], places: Mapping[str, Place]) -> None:
+        """The inventory's own variables for this host, with where each value is written."""
+        self.vars.update(variables)
+        self.var_places.update((key, places[key]) for key in variables if key in places)
 
     def var(self, name: str, default: Any = None) -> Any:
         """A connection variable, with or without the `ansible_` prefix, as the host sees it
@@ -57,6 +63,7 @@ class Group:
     hosts: list[str] = field(default_factory=list)  # direct members, in the order they were listed
     children: list[str] = field(default_factory=list)
     priority: int = 1  # `ansible_group_priority`: among groups of one depth, the higher one wins
+    var_places: dict[str, Place] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class VarsDir:
     base: Path
     group_vars: dict[str, dict[str, Any]]
     host_vars: dict[str, dict[str, Any]]
+    group_var_places: dict[str, dict[str, Place]] = field(default_factory=dict, compare=False)
+    host_var_places: dict[str, dict[str, Place]] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -84,23 +93,33 @@ class Inventory:
     def host_vars(self, host: Host) -> dict[str, Any]:
         """Every inventory variable of `host`, merged with Ansible's precedence (later wins)."""
         merged: dict[str, Any] = {}
-        for layer in self._var_layers(host):
-            merged.update(layer)
+        for values, _ in self._var_layers(host):
+            merged.update(values)
         return merged
 
-    def _var_layers(self, host: Host) -> Iterator[Mapping[str, Any]]:
+    def host_var_places(self, host: Host) -> dict[str, Place]:
+        """Where each of `host_vars(host)` is written (the place of the value that wins)."""
+        places: dict[str, Place] = {}
+        for values, written in self._var_layers(host):
+            places.update((key, written[key]) for key in values if key in written)
+            places.update((key, Place(self.source)) for key in values if key not in written)
+        return places
+
+    def _var_layers(self, host: Host) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Place]]]:
         # Ansible's default VARIABLE_PRECEDENCE, then host vars: 'all' < other groups (depth, priority,
         # name) < group_vars/all < group_vars/<group> < the host's own < host_vars/<host>; in each
         # step the inventory's folder comes before the playbook's.
         groups = [g for g in host.groups if g != "all" and g in self.groups]
         if "all" in self.groups:
-            yield self.groups["all"].vars
-        yield from (self.groups[g].vars for g in groups)
-        yield from (folder.group_vars.get("all", {}) for folder in self.vars_dirs)
+            yield self.groups["all"].vars, self.groups["all"].var_places
+        yield from ((self.groups[g].vars, self.groups[g].var_places) for g in groups)
         for folder in self.vars_dirs:
-            yield from (folder.group_vars.get(g, {}) for g in groups)
-        yield host.vars
-        yield from (folder.host_vars.get(host.name, {}) for folder in self.vars_dirs)
+            yield folder.group_vars.get("all", {}), folder.group_var_places.get("all", {})
+        for folder in self.vars_dirs:
+            yield from ((folder.group_vars.get(g, {}), folder.group_var_places.get(g, {})) for g in groups)
+        yield host.vars, host.var_places
+        for folder in self.vars_dirs:
+            yield folder.host_vars.get(host.name, {}), folder.host_var_places.get(host.name, {})
 
     def group_names(self, host: Host) -> list[str]:
         return sorted(g for g in host.groups if g != "all")
@@ -161,9 +180,12 @@ class Inventory:
         if child not in children:
             children.append(child)
 
-    def set_group_var(self, group: str, key: str, value: Any) -> None:
+    def set_group_var(self, group: str, key: str, value: Any, place: Place | None = None) -> None:
         if key != PRIORITY_VAR:
-            self.add_group(group).vars[key] = value
+            found = self.add_group(group)
+            found.vars[key] = value
+            if place is not None:
+                found.var_places[key] = place
             return
         try:
             self.add_group(group).priority = int(value)

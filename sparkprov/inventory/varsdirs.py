@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sparkprov.errors import InputError, Problem
+from sparkprov.errors import InputError, Place, Problem
 from sparkprov.inventory.model import Inventory, VarsDir
-from sparkprov.playbook.variables import load_vars_file
+from sparkprov.playbook.variables import load_vars_file_placed
 
 VARS_SUFFIXES = (".yml", ".yaml", ".json")
 
@@ -29,25 +29,27 @@ def load_vars_dirs(inventory: Inventory, base_dir: Path) -> None:
     if any(folder.base == base for folder in inventory.vars_dirs):
         return
     problems: list[Problem] = []
-    folder = VarsDir(
-        base,
-        _read_named(base / "group_vars", inventory.groups, problems),
-        _read_named(base / "host_vars", inventory.hosts, problems),
-    )
+    group_vars, group_var_places = _read_named(base / "group_vars", inventory.groups, problems)
+    host_vars, host_var_places = _read_named(base / "host_vars", inventory.hosts, problems)
+    folder = VarsDir(base, group_vars, host_vars, group_var_places, host_var_places)
     if problems:
         raise InputError(problems)
     inventory.vars_dirs.append(folder)
 
 
-def _read_named(folder: Path, names: Iterable[str], problems: list[Problem]) -> dict[str, dict[str, Any]]:
-    if not folder.is_dir():
-        return {}
+def _read_named(
+    folder: Path, names: Iterable[str], problems: list[Problem]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Place]]]:
+    """The variables of each name that has a file in `folder`, and where each value is written."""
     found: dict[str, dict[str, Any]] = {}
+    places: dict[str, dict[str, Place]] = {}
+    if not folder.is_dir():
+        return found, places
     for name in names:
         files = _files_for(folder, name) if "/" not in name and not name.startswith(".") else []
         if files:
-            found[name] = _merge(files, problems)
-    return found
+            found[name], places[name] = _merge(files, problems)
+    return found, places
 
 
 def _files_for(folder: Path, name: str) -> list[Path]:
@@ -71,11 +73,15 @@ def _folder_files(folder: Path) -> list[Path]:
     return found
 
 
-def _merge(files: list[Path], problems: list[Problem]) -> dict[str, Any]:
+def _merge(files: list[Path], problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Place]]:
     merged: dict[str, Any] = {}
+    places: dict[str, Place] = {}
     for path in files:
         try:
-            merged.update(load_vars_file(path))
+            values, written = load_vars_file_placed(path)
         except InputError as exc:
             problems.extend(exc.problems)
-    return merged
+            continue
+        merged.update(values)
+        places.update(written)
+    return merged, places

@@ -118,15 +118,16 @@ class _YamlReader:
                 continue
             try:
                 names, port = expand_host(entry)
+                places = getattr(host_vars, "value_places", {})
                 for name in names:
-                    self.inventory.add_host(name, group, port).vars.update(host_vars or {})
+                    self.inventory.add_host(name, group, port).set_vars(host_vars or {}, places)
             except InventoryProblem as exc:
                 self.problem(where, exc, key=True)
 
     def read_vars(self, group: str, variables: dict[Any, Any], path: list[Any]) -> None:
         for key, value in variables.items():
             try:
-                self.inventory.set_group_var(group, key, value)
+                self.inventory.set_group_var(group, key, value, self.place([*path, key]))
             except InventoryProblem as exc:
                 self.problem([*path, key], exc)
 

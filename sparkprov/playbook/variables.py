@@ -68,10 +68,6 @@ def _require_mapping(data: Any, where: str) -> dict[str, Any]:
     return dict(data)
 
 
-def load_vars_file(path: Path) -> dict[str, Any]:
-    return load_vars_file_placed(path)[0]
-
-
 def load_vars_file_placed(path: Path) -> tuple[dict[str, Any], dict[str, Place]]:
     """A vars file's variables (plain data) and where each one's value is written."""
     data = load_yaml_file(path, what="vars file")

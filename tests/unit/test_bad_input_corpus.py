@@ -118,9 +118,6 @@ class Case:
     line: int | str | None
     message: tuple[str, ...]
     xfail: str | None
-    # The case fails only by exceeding the time limit, which depends on the machine's load: its
-    # xfail is not strict (it may pass on a quiet machine).
-    timing: bool = False
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> Case:
@@ -138,7 +135,6 @@ class Case:
             line=entry["line"],
             message=tuple(entry["message"]),
             xfail=entry.get("xfail"),
-            timing=bool(entry.get("timing", False)),
         )
         assert case.command in COMMANDS, case
         assert case.generate is None or case.generate in GENERATORS, case
@@ -169,9 +165,7 @@ def _cases() -> list[Any]:
         pytest.param(
             case,
             id=case.id,
-            marks=[pytest.mark.xfail(reason=f"engine bug: {case.xfail}", strict=not case.timing)]
-            if case.xfail
-            else [],
+            marks=[pytest.mark.xfail(reason=f"engine bug: {case.xfail}", strict=True)] if case.xfail else [],
         )
         for case in cases
     ]

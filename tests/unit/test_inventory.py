@@ -213,6 +213,24 @@ def test_variable_precedence(vars_dirs: Inventory, host: str, name: str, expecte
     assert vars_dirs.host_vars(vars_dirs.hosts[host])[name] == expected
 
 
+@pytest.mark.parametrize(("host", "name", "expected"), PRECEDENCE)
+def test_each_variable_knows_where_its_winning_value_is_written(
+    vars_dirs: Inventory, host: str, name: str, expected: object
+) -> None:
+    place = vars_dirs.host_var_places(vars_dirs.hosts[host])[name]
+    assert place.line is not None, place
+    line = Path(place.file).read_text().splitlines()[place.line - 1]
+    assert name in line and str(expected).lower() in line.lower(), f"{place}: {line}"
+
+
+def test_yaml_inventory_variables_know_their_lines(tmp_path: Path) -> None:
+    text = "all:\n  vars:\n    region: eu\n  hosts:\n    spark01:\n      rack: a\n      region: lab\n"
+    inventory = load_text(tmp_path, "hosts.yml", text)
+    places = inventory.host_var_places(inventory.hosts["spark01"])
+    file = str(tmp_path / "hosts.yml")
+    assert (places["rack"].file, places["rack"].line, places["region"].line) == (file, 6, 7)
+
+
 def test_vars_dirs_skip_what_ansible_skips(vars_dirs: Inventory) -> None:
     every = {k for h in vars_dirs.hosts.values() for k in vars_dirs.host_vars(h)}
     assert "ignored" not in every  # .hidden.yml, old.yml~, notes.txt
