@@ -18,6 +18,7 @@ import click
 from sparkprov import __version__
 
 if TYPE_CHECKING:
+    from sparkprov.connection.credentials import Credentials
     from sparkprov.errors import InputError
     from sparkprov.executor.journal import Recorder
     from sparkprov.executor.prepare import Prepared
@@ -30,6 +31,17 @@ EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 4, 1
 class ExitCode(Exception):
     def __init__(self, code: int) -> None:
         self.code = code
+
+
+_ASK_PASS = click.option(
+    "-k", "--ask-pass", is_flag=True, help="Ask for the SSH login password (or set SPARKPROV_SSH_PASSWORD)."
+)
+_ASK_BECOME_PASS = click.option(
+    "-K",
+    "--ask-become-pass",
+    is_flag=True,
+    help="Ask for the sudo password of become (or set SPARKPROV_BECOME_PASSWORD).",
+)
 
 
 def _selectors(func: Any) -> Any:
@@ -58,6 +70,8 @@ def _selectors(func: Any) -> Any:
             help="Trust SSH hosts seen for the first time and add their keys to known_hosts "
             "(like OpenSSH accept-new); a changed key still fails.",
         ),
+        _ASK_PASS,
+        _ASK_BECOME_PASS,
         click.option(
             "--report",
             "report_dir",
@@ -157,6 +171,8 @@ def _run(
     diff: bool,
     report_dir: Path | None,
     accept_new_hostkeys: bool,
+    ask_pass: bool,
+    ask_become_pass: bool,
     no_verify: bool = False,
     resume: bool = False,
     baseline: Path | None = None,
@@ -191,8 +207,11 @@ def _run(
             comparisons = Comparisons.load(baseline, baseline_tolerance, outlier_percent)
         except InputError as exc:
             raise _input_error(exc, output_format) from None
+    credentials = _credentials(ask_pass, ask_become_pass)
     started_at = now_iso()
     masker = _masker()
+    for secret in credentials.secrets():
+        masker.add(secret)
     show_diff = diff or mode is not Mode.APPLY
     stream = sys.stderr if output_format == "json" else sys.stdout
     reporter = TextReporter(mode, show_diff=show_diff, masker=masker, stream=stream)
@@ -212,7 +231,7 @@ def _run(
         prepared.inventory,
         options,
         reporter,
-        connect=partial(connect, accept_new_hostkeys=accept_new_hostkeys),
+        connect=partial(connect, accept_new_hostkeys=accept_new_hostkeys, credentials=credentials),
         play_vars_files=prepared.play_vars_files,
         fact_names=ANSIBLE_FACT_NAMES,
         gather_facts=lambda conn: gather_host_facts(conn).as_ansible_facts(),
@@ -234,7 +253,7 @@ def _run(
         from sparkprov.report.files import ReportInfo, write_reports
         from sparkprov.report.fingerprint import collect_fingerprints
 
-        host_connection = partial(_connect_host, prepared, accept_new_hostkeys)
+        host_connection = partial(_connect_host, prepared, accept_new_hostkeys, credentials)
         fingerprints = collect_fingerprints(result, host_connection, forks=forks)
         info = ReportInfo(started_at, now_iso(), fingerprints, comparisons.findings if comparisons else {})
         write_reports(report_dir, result, masker, info)
@@ -243,10 +262,43 @@ def _run(
     return result.exit_code()
 
 
-def _connect_host(prepared: Prepared, accept_new_hostkeys: bool, name: str) -> Any:
+def _connect_host(prepared: Prepared, accept_new_hostkeys: bool, credentials: Credentials, name: str) -> Any:
     from sparkprov.connection import connect
 
-    return connect(prepared.inventory.hosts[name], accept_new_hostkeys=accept_new_hostkeys)
+    return connect(
+        prepared.inventory.hosts[name], accept_new_hostkeys=accept_new_hostkeys, credentials=credentials
+    )
+
+
+def _credentials(ask_pass: bool, ask_become_pass: bool) -> Credentials:
+    """The environment's passwords, or the ones asked for on the terminal (never echoed); asked only
+    once the input is known to be valid."""
+    from dataclasses import replace
+
+    from sparkprov.connection.credentials import ENV_BECOME_PASSWORD, ENV_PASSWORD, Credentials
+
+    found = Credentials.from_environment()
+    if ask_pass:
+        login = _ask_secret("SSH password: ", "-k", ENV_PASSWORD)
+        found = replace(found, ssh_password=login or None, ssh_password_source="the -k prompt")
+    if ask_become_pass:
+        prompt = "BECOME password[defaults to SSH password]: " if ask_pass else "BECOME password: "
+        become = _ask_secret(prompt, "-K", ENV_BECOME_PASSWORD) or (found.ssh_password if ask_pass else None)
+        found = replace(found, become_password=become or None, become_password_source="the -K prompt")
+    return found
+
+
+def _ask_secret(prompt: str, option: str, variable: str) -> str:
+    import getpass
+
+    try:
+        with open("/dev/tty", "rb"):
+            pass
+    except OSError:
+        raise click.UsageError(
+            f"{option} asks on a terminal and there is none here; set {variable} instead"
+        ) from None
+    return getpass.getpass(prompt)
 
 
 def _open_journal(
@@ -442,8 +494,14 @@ def validate(
     show_default=True,
     help="Hosts probed in parallel.",
 )
+@_ASK_PASS
 def facts(
-    inventory: Path | None, limit: str | None, output_format: str, accept_new_hostkeys: bool, forks: int
+    inventory: Path | None,
+    limit: str | None,
+    output_format: str,
+    accept_new_hostkeys: bool,
+    forks: int,
+    ask_pass: bool,
 ) -> None:
     """Gather host facts (OS, CPU, memory, GPU, docker, machine-id) with one probe per host, and
     flag fleet problems (duplicate machine-ids, mixed driver/CUDA versions)."""
@@ -452,12 +510,17 @@ def facts(
     from sparkprov.facts.gather import gather_all
     from sparkprov.report.facts import render_facts_json, render_facts_text
 
+    credentials = _credentials(ask_pass, ask_become_pass=False)
     try:
-        found = gather_all(inventory, limit, forks=forks, accept_new_hostkeys=accept_new_hostkeys)
+        found = gather_all(
+            inventory, limit, forks=forks, accept_new_hostkeys=accept_new_hostkeys, credentials=credentials
+        )
     except InputError as exc:
         raise _input_error(exc, output_format) from None
     problems = fleet_problems(found)  # reported, but not failures: the exit code is about reachability
     masker = _masker()
+    for secret in credentials.secrets():
+        masker.add(secret)
     if output_format == "json":
         click.echo(masker.text(render_facts_json(found, problems)))
     else:

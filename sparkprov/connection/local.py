@@ -28,6 +28,7 @@ from sparkprov.connection.base import (
     chunks_of,
     sudo_refusal,
 )
+from sparkprov.connection.credentials import ASK_BECOME_PASSWORD, Credentials, Sudo
 
 AGENT_SOURCE = Path(agent.__file__).read_text(encoding="utf-8")
 
@@ -50,6 +51,18 @@ ENV_FROM_STDIN = (
 KEPT_OUTPUT_BYTES = 1024 * 1024
 
 
+def _passwordless(user: str) -> bool:
+    """Whether sudo runs commands as `user` without asking for a password (its own session: no tty)."""
+    probe = subprocess.run(
+        ["sudo", "-n", "-u", user, "--", "true"],
+        capture_output=True,
+        start_new_session=True,
+        timeout=30,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
 def current_user() -> str:
     import pwd
 
@@ -59,21 +72,34 @@ def current_user() -> str:
 class LocalConnection(Connection):
     is_local = True
 
-    def __init__(self, host_name: str = "localhost") -> None:
+    def __init__(self, host_name: str = "localhost", *, credentials: Credentials | None = None) -> None:
         self.host_name = host_name
         self._user = current_user()
+        self.credentials = credentials or Credentials.from_environment()
+        self._sudo = Sudo(self.credentials.become_password, _passwordless)
 
     def _needs_sudo(self, become: Become | None) -> bool:
         return become is not None and become.user != self._user
 
-    def _sudo_prefix(self, become: Become) -> list[str]:
+    def _wrapped(
+        self, argv: list[str], become: Become | None, env: dict[str, str] | None
+    ) -> tuple[list[str], bytes, dict[str, str] | None]:
+        """argv as it runs (under sudo when `become` needs it), what its stdin must start with (the
+        sudo password line, then the environment as one JSON line, since sudo resets it), and the
+        environment to start it with."""
+        if become is None or not self._needs_sudo(become):
+            return list(argv), b"", env
         if shutil.which("sudo") is None:
             raise BecomeFailed(
                 f"become to '{become.user}' needs sudo, which is not installed on {self.host_name}; "
                 "install sudo or run sparkprov as that user"
             )
-        # -n: never prompt (a prompt would hang a provisioning run); -H: the target user's HOME.
-        return ["sudo", "-n", "-H", "-u", become.user, "--"]
+        full, preamble = list(argv), b""
+        if env:
+            full = ["python3", "-c", ENV_FROM_STDIN, *full]
+            preamble = json.dumps(env).encode("utf-8") + b"\n"
+        prefix, password_line = self._sudo.prefix(become.user)
+        return prefix + full, password_line + preamble, None
 
     def run(
         self,
@@ -85,14 +111,9 @@ class LocalConnection(Connection):
         cwd: str | None = None,
         env: dict[str, str] | None = None,
     ) -> CommandResult:
-        full = list(argv)
-        if self._needs_sudo(become):
-            assert become is not None
-            if env:
-                full = ["python3", "-c", ENV_FROM_STDIN, *full]
-                stdin = json.dumps(env).encode("utf-8") + b"\n" + (stdin or b"")
-                env = None
-            full = self._sudo_prefix(become) + full
+        full, preamble, env = self._wrapped(argv, become, env)
+        if preamble:
+            stdin = preamble + (stdin or b"")
         started = time.monotonic()
         self.round_trips += 1
         try:
@@ -119,21 +140,15 @@ class LocalConnection(Connection):
             return CommandResult(
                 tuple(argv), 126, "", f"{argv[0]}: {exc.strerror}", time.monotonic() - started
             )
-        stderr = completed.stderr.decode("utf-8", "replace")
-        if become is not None and self._needs_sudo(become) and completed.returncode == 1:
-            refusal = sudo_refusal(stderr)
-            if refusal:
-                raise BecomeFailed(
-                    f"become to '{become.user}' failed on {self.host_name}: {refusal}; give this user "
-                    "passwordless sudo (a NOPASSWD rule in /etc/sudoers.d/) or run sparkprov as that user"
-                )
-        return CommandResult(
+        result = CommandResult(
             tuple(argv),
             completed.returncode,
             completed.stdout.decode("utf-8", "replace"),
-            stderr,
+            completed.stderr.decode("utf-8", "replace"),
             time.monotonic() - started,
         )
+        self._check_become(result, become)
+        return result
 
     def agent(self, ops: list[dict[str, Any]], *, become: Become | None = None) -> list[dict[str, Any]]:
         if not self._needs_sudo(become):
@@ -241,16 +256,7 @@ class LocalConnection(Connection):
     ) -> tuple[subprocess.Popen[bytes], bytes] | CommandResult:
         """Start argv with pipes (stdin only when asked, or when the environment must travel on it:
         under sudo it goes first on stdin); a CommandResult (127/126) when it cannot start."""
-        full, preamble = list(argv), b""
-        if self._needs_sudo(become):
-            assert become is not None
-            if env:
-                full, preamble, env = (
-                    ["python3", "-c", ENV_FROM_STDIN, *full],
-                    json.dumps(env).encode() + b"\n",
-                    None,
-                )
-            full = self._sudo_prefix(become) + full
+        full, preamble, env = self._wrapped(argv, become, env)
         self.round_trips += 1
         try:
             process = subprocess.Popen(
@@ -273,11 +279,16 @@ class LocalConnection(Connection):
         if become is None or not self._needs_sudo(become) or result.rc != 1:
             return
         refusal = sudo_refusal(result.stderr)
-        if refusal:
-            raise BecomeFailed(
-                f"become to '{become.user}' failed on {self.host_name}: {refusal}; give this user "
-                "passwordless sudo (a NOPASSWD rule in /etc/sudoers.d/) or run sparkprov as that user"
+        if refusal is None:
+            return
+        if "incorrect password" in refusal:
+            fix = f"check the password from {self.credentials.become_password_source}"
+        else:
+            fix = (
+                f"{ASK_BECOME_PASSWORD}, give this user passwordless sudo (a NOPASSWD rule in "
+                "/etc/sudoers.d/), or run sparkprov as that user"
             )
+        raise BecomeFailed(f"become to '{become.user}' failed on {self.host_name}: {refusal}; {fix}")
 
 
 def _feed(

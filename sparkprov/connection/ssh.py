@@ -6,7 +6,8 @@ every agent batch is one `exec` channel on it (one round trip). Settings come fr
 `ansible_ssh_proxy_jump`), which wins over `~/.ssh/config` (HostName, Port, User, IdentityFile,
 IdentitiesOnly, ProxyJump, ProxyCommand, UserKnownHostsFile). Authentication: the key files, the
 ssh-agent, the default `~/.ssh/id_*` keys (passphrase from $SPARKPROV_SSH_KEY_PASSPHRASE), then a
-password from $SPARKPROV_SSH_PASSWORD. Host keys are checked against known_hosts (`hostkeys.py`).
+password ($SPARKPROV_SSH_PASSWORD or the -k prompt: `credentials.py`). Host keys are checked against
+known_hosts (`hostkeys.py`).
 
 Commands: argv is quoted with `shlex.join` for the remote login shell (a POSIX shell), so nothing in
 it is interpreted. Environment variables and the sudo password travel on stdin, never in argv.
@@ -50,6 +51,13 @@ from sparkprov.connection.base import (
     OnBytes,
     chunks_of,
 )
+from sparkprov.connection.credentials import (
+    ASK_BECOME_PASSWORD,
+    ASK_PASSWORD,
+    ENV_KEY_PASSPHRASE,
+    Credentials,
+    Sudo,
+)
 from sparkprov.connection.local import AGENT_SOURCE, ENV_FROM_STDIN
 
 if TYPE_CHECKING:
@@ -59,9 +67,6 @@ if TYPE_CHECKING:
 # handler of its own, Python's last-resort handler would print them on stderr.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-ENV_PASSWORD = "SPARKPROV_SSH_PASSWORD"
-ENV_KEY_PASSPHRASE = "SPARKPROV_SSH_KEY_PASSPHRASE"
-ENV_BECOME_PASSWORD = "SPARKPROV_BECOME_PASSWORD"
 ENV_KNOWN_HOSTS = "SPARKPROV_KNOWN_HOSTS"
 
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
@@ -209,8 +214,11 @@ class SSHConnection(Connection):
         keepalive_s: int = 15,
         known_hosts_file: str | os.PathLike[str] | None = None,
         ssh_config_file: str | os.PathLike[str] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.host_name: str = host.name
+        self.credentials = credentials or Credentials.from_environment()
+        self._sudo = Sudo(self.credentials.become_password, self._passwordless)
         self.accept_new_hostkeys = accept_new_hostkeys
         self.connect_timeout = connect_timeout
         self.keepalive_s = keepalive_s
@@ -228,7 +236,6 @@ class SSHConnection(Connection):
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_unavailable = False
         self._lost: str | None = None
-        self._sudo_passwordless: dict[str, bool] = {}
 
     @property
     def label(self) -> str:
@@ -420,7 +427,7 @@ class SSHConnection(Connection):
             full = ["python3", "-c", ENV_FROM_STDIN, *full]
             preamble = json.dumps(env).encode("utf-8") + b"\n"
         if become is not None and self._needs_sudo(become):
-            prefix, password_line = self._sudo_prefix(become)
+            prefix, password_line = self._sudo.prefix(become.user)
             full = prefix + full
             preamble = password_line + preamble
         # The shell announces its pid (sshd starts it with setsid, so it is also the command's
@@ -445,22 +452,9 @@ class SSHConnection(Connection):
     def _needs_sudo(self, become: Become | None) -> bool:
         return become is not None and become.user != self.settings.target.user
 
-    def _sudo_prefix(self, become: Become) -> tuple[list[str], bytes]:
-        """`sudo -n` (never prompt), or with $SPARKPROV_BECOME_PASSWORD `sudo -k -S -p ''` reading the
-        password as the first line of stdin (-k: sudo always asks, so the line is never left for the
-        command). A user that needs no password gets -n even then (probed once per target user)."""
-        password = os.environ.get(ENV_BECOME_PASSWORD)
-        target = ["-H", "-u", become.user, "--"]
-        if not password or self._passwordless(become.user):
-            return ["sudo", "-n", *target], b""
-        return ["sudo", "-k", "-S", "-p", "", *target], password.encode("utf-8") + b"\n"
-
     def _passwordless(self, user: str) -> bool:
-        known = self._sudo_passwordless.get(user)
-        if known is None:
-            probe = self._exec(["sudo", "-n", "-u", user, "--", "true"], stdin=None, timeout=30, become=None)
-            known = self._sudo_passwordless[user] = probe.rc == 0
-        return known
+        probe = self._exec(["sudo", "-n", "-u", user, "--", "true"], stdin=None, timeout=30, become=None)
+        return probe.rc == 0
 
     def _explain_sudo_failure(self, result: CommandResult, become: Become) -> CommandResult:
         problem = _sudo_problem(result)
@@ -470,9 +464,9 @@ class SSHConnection(Connection):
         hints = {
             "missing": f"sudo is not installed on {self.host_name}; install it or log in as '{become.user}'",
             "password": f"becoming '{become.user}' needs {login}'s sudo password on {self.host_name}: "
-            f"set {ENV_BECOME_PASSWORD}, or allow {login} to sudo without a password (NOPASSWD)",
-            "rejected": f"sudo on {self.host_name} rejected the password in {ENV_BECOME_PASSWORD} "
-            f"for {login}",
+            f"{ASK_BECOME_PASSWORD}, or allow {login} to sudo without a password (NOPASSWD)",
+            "rejected": f"sudo on {self.host_name} rejected the password from "
+            f"{self.credentials.become_password_source} for {login}",
             "denied": f"{login} may not sudo to '{become.user}' on {self.host_name} (sudoers)",
         }
         raise BecomeFailed(f"become failed: {hints[problem]}; sudo said: {result.stderr.strip()}")
@@ -649,8 +643,8 @@ class SSHConnection(Connection):
             "hostname": endpoint.hostname,
             "port": endpoint.port,
             "username": endpoint.user,
-            "password": os.environ.get(ENV_PASSWORD) or None,
-            "passphrase": os.environ.get(ENV_KEY_PASSPHRASE) or None,
+            "password": self.credentials.ssh_password,
+            "passphrase": self.credentials.key_passphrase,
             "key_filename": list(endpoint.key_files) or None,
             "allow_agent": not endpoint.identities_only,
             "look_for_keys": not endpoint.identities_only,
@@ -674,9 +668,14 @@ class SSHConnection(Connection):
             tried = [*endpoint.key_files, "the ssh-agent and ~/.ssh/id_* keys"][
                 : len(endpoint.key_files) + (0 if endpoint.identities_only else 1)
             ]
-            if os.environ.get(ENV_PASSWORD):
-                tried.append(f"the password in {ENV_PASSWORD}")
-            return f"authentication as '{endpoint.user}' failed (tried: {', '.join(tried) or 'nothing'})"
+            if self.credentials.ssh_password:
+                tried.append(f"the password from {self.credentials.ssh_password_source}")
+            message = f"authentication as '{endpoint.user}' failed (tried: {', '.join(tried) or 'nothing'})"
+            return (
+                message
+                if self.credentials.ssh_password
+                else f"{message}; to log in with a password, {ASK_PASSWORD}"
+            )
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             reasons = {(e.strerror or str(e)).lower() for e in exc.errors.values()}
             return f"{', '.join(sorted(reasons))} (port {endpoint.port})"

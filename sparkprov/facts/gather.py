@@ -7,14 +7,15 @@ from pathlib import Path
 
 from sparkprov.connection import connect
 from sparkprov.connection.base import CommandTimeout, HostUnreachable
+from sparkprov.connection.credentials import Credentials
 from sparkprov.errors import InputError, Place
 from sparkprov.facts.host import HostFacts, HostFactsError, gather_host_facts
 from sparkprov.inventory import Host, implicit_localhost, load_inventory
 
 
-def _gather_one(host: Host, accept_new_hostkeys: bool) -> HostFacts | str:
+def _gather_one(host: Host, accept_new_hostkeys: bool, credentials: Credentials | None) -> HostFacts | str:
     try:
-        conn = connect(host, accept_new_hostkeys=accept_new_hostkeys)
+        conn = connect(host, accept_new_hostkeys=accept_new_hostkeys, credentials=credentials)
         try:
             return gather_host_facts(conn)
         finally:
@@ -24,7 +25,12 @@ def _gather_one(host: Host, accept_new_hostkeys: bool) -> HostFacts | str:
 
 
 def gather_all(
-    inventory_path: Path | None, limit: str | None, *, forks: int = 10, accept_new_hostkeys: bool = False
+    inventory_path: Path | None,
+    limit: str | None,
+    *,
+    forks: int = 10,
+    accept_new_hostkeys: bool = False,
+    credentials: Credentials | None = None,
 ) -> dict[str, HostFacts | str]:
     """Facts per host, or the reason the host could not be probed."""
     inventory = load_inventory(inventory_path) if inventory_path else implicit_localhost()
@@ -33,5 +39,5 @@ def gather_all(
         raise InputError.single(Place(f"-l {limit}" if limit else inventory.source), "no host matches")
     hosts = [inventory.hosts[n] for n in names]
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
-        found = pool.map(lambda host: _gather_one(host, accept_new_hostkeys), hosts)
+        found = pool.map(lambda host: _gather_one(host, accept_new_hostkeys, credentials), hosts)
         return dict(zip(names, found))

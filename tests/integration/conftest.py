@@ -99,6 +99,17 @@ class SudoUser:
         finally:
             _install_sudoers(self.name)
 
+    @contextmanager
+    def with_sudo_password(self, password: str) -> Iterator[None]:
+        """For the block, the user has `password` and sudo asks for it (no NOPASSWD)."""
+        subprocess.run(["chpasswd"], input=f"{self.name}:{password}", text=True, check=True, timeout=60)
+        _install_sudoers(self.name, rule="ALL")
+        try:
+            yield
+        finally:
+            _install_sudoers(self.name)
+            _checked(["passwd", "-d", self.name])
+
 
 @pytest.fixture(scope="session")
 def sudo_user() -> Iterator[SudoUser]:
@@ -143,10 +154,10 @@ def _checked(argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}: {result.stderr.strip()}")
 
 
-def _install_sudoers(user: str) -> None:
+def _install_sudoers(user: str, rule: str = "NOPASSWD: ALL") -> None:
     """Write the drop-in under a name sudo ignores (it has a dot), validate it, then move it in place."""
     staging = SUDOERS_FILE.with_name(f".{SUDOERS_FILE.name}.new")
-    staging.write_text(f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    staging.write_text(f"{user} ALL=(ALL:ALL) {rule}\n")
     staging.chmod(0o440)
     _checked(["visudo", "-c", "-q", "-f", str(staging)])
     staging.replace(SUDOERS_FILE)

@@ -4,8 +4,15 @@ fast with sudo's message instead of waiting for a password."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import shutil
+import subprocess
+import sys
+import termios
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +20,7 @@ import pytest
 from tests.integration.conftest import SudoUser
 from tests.integration.helpers import (
     EXIT_FAILED,
+    EXIT_INPUT,
     EXIT_OK,
     assert_converged,
     assert_exit,
@@ -165,3 +173,108 @@ def test_become_without_sudo_rights_fails_fast(sudo_user: SudoUser, shared_tmp: 
     assert_exit(result, EXIT_FAILED)
     assert "sudo: a password is required" in result.stdout + result.stderr, explain(result)
     assert not (locked / "app").exists()
+
+
+# ---------------------------------------------------------------- a sudo that asks for a password
+
+SUDO_PASSWORD = "sudo pw 'with' $(quotes)"
+BECOME_TASKS = """\
+    - name: my name with become
+      become: true
+      command: id -un
+      register: escalated
+      changed_when: false
+    - name: a root-only file
+      become: true
+      copy: {content: "{{ escalated.stdout }}\\n", dest: "{{ locked }}/who", mode: "0600"}
+"""
+
+
+def test_become_with_a_sudo_password_from_the_environment(sudo_user: SudoUser, shared_tmp: Path) -> None:
+    locked = _locked_dir(shared_tmp)
+    playbook = _write(shared_tmp, _play("sudo asks for a password", BECOME_TASKS))
+    args = ("apply", playbook, "-e", f"locked={locked}")
+    with sudo_user.with_sudo_password(SUDO_PASSWORD):
+        refused = sudo_user.sparkprov(*args, cwd=shared_tmp, timeout=60)
+        assert_exit(refused, EXIT_FAILED)
+        assert "pass -K (--ask-become-pass) or set SPARKPROV_BECOME_PASSWORD" in refused.stdout, explain(
+            refused
+        )
+
+        wrong = replace(sudo_user, env={**sudo_user.env, "SPARKPROV_BECOME_PASSWORD": "not it"})
+        rejected = wrong.sparkprov(*args, cwd=shared_tmp, timeout=60)
+        assert_exit(rejected, EXIT_FAILED)
+        assert "check the password from $SPARKPROV_BECOME_PASSWORD" in rejected.stdout, explain(rejected)
+        assert "not it" not in rejected.stdout + rejected.stderr
+
+        right = replace(sudo_user, env={**sudo_user.env, "SPARKPROV_BECOME_PASSWORD": SUDO_PASSWORD})
+        done = right.sparkprov(*args, cwd=shared_tmp)
+        assert_exit(done, EXIT_OK)
+        assert SUDO_PASSWORD not in done.stdout + done.stderr
+        _assert_owned(locked / "who", "root", 0o600, "root\n")
+        assert_converged(right.sparkprov(*args, "--format", "json", cwd=shared_tmp))
+
+
+def test_ask_become_pass_asks_on_the_terminal(sudo_user: SudoUser, shared_tmp: Path) -> None:
+    locked = _locked_dir(shared_tmp)
+    playbook = _write(shared_tmp, _play("sudo asks for a password", BECOME_TASKS))
+    argv = ["runuser", "-u", sudo_user.name, "--", *sudo_user.python, "-m", "sparkprov"]
+    argv += ["apply", str(playbook), "-e", f"locked={locked}", "-K"]
+    with sudo_user.with_sudo_password(SUDO_PASSWORD):
+        rc, screen = _on_a_terminal(argv, sudo_user.env, shared_tmp, "BECOME password: ", SUDO_PASSWORD)
+    assert rc == EXIT_OK, screen
+    assert SUDO_PASSWORD not in screen  # not echoed, not printed
+    _assert_owned(locked / "who", "root", 0o600, "root\n")
+
+
+def test_ask_pass_without_a_terminal_is_an_input_error(shared_tmp: Path) -> None:
+    playbook = _write(shared_tmp, _play("nothing", "    - debug: {msg: hi}\n"))
+    argv = [sys.executable, "-m", "sparkprov", "apply", str(playbook), "-K"]
+    # Its own session: no controlling terminal, as under cron or CI.
+    result = subprocess.run(
+        argv, cwd=shared_tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True
+    )
+    assert_exit(result, EXIT_INPUT)
+    expected = "-K asks on a terminal and there is none here; set SPARKPROV_BECOME_PASSWORD instead"
+    assert expected in result.stderr, explain(result)
+
+
+def _on_a_terminal(
+    argv: list[str], env: dict[str, str], cwd: Path, prompt: str, answer: str
+) -> tuple[int, str]:
+    """Run argv with a pseudo-terminal as its controlling terminal; type `answer` once `prompt` shows.
+    Returns the exit status and everything the terminal showed."""
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(slave)
+    shown, answered = b"", False
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.2)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every process holding the terminal has exited
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if not answered and prompt.encode() in shown:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        else:
+            process.kill()
+            raise AssertionError(f"{argv} still running after 120 s:\n{shown.decode(errors='replace')}")
+        return process.wait(timeout=30), shown.decode(errors="replace")
+    finally:
+        os.close(master)

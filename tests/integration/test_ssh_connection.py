@@ -23,14 +23,13 @@ import pytest
 
 from sparkprov.connection import connect
 from sparkprov.connection.base import AgentError, Become, BecomeFailed, CommandTimeout, HostUnreachable
-from sparkprov.connection.ssh import (
+from sparkprov.connection.credentials import (
     ENV_BECOME_PASSWORD,
     ENV_KEY_PASSPHRASE,
-    ENV_KNOWN_HOSTS,
     ENV_PASSWORD,
-    SSHConnection,
-    parse_jump,
+    Credentials,
 )
+from sparkprov.connection.ssh import ENV_KNOWN_HOSTS, SSHConnection, parse_jump
 from sparkprov.inventory import Host
 from tests.infra.fleet import Fleet, SshHost
 from tests.infra.slots import Slot
@@ -79,7 +78,7 @@ def open_ssh(fleet: Fleet) -> Iterator[Connect]:
         conn.close()
 
 
-_OPTIONS = ("accept_new_hostkeys", "connect_timeout", "known_hosts_file", "ssh_config_file")
+_OPTIONS = ("accept_new_hostkeys", "connect_timeout", "known_hosts_file", "ssh_config_file", "credentials")
 
 
 def _inventory_host(fleet: Fleet, target: SshHost, name: str | None = None, **host_vars: Any) -> Host:
@@ -486,6 +485,30 @@ def test_authentication_failure_is_clear_and_keeps_secrets(
     missing = open_ssh(fleet.hosts[0], ansible_ssh_private_key_file=str(tmp_path / "nope"))
     with pytest.raises(HostUnreachable, match="does not exist"):
         missing.run(["true"])
+
+
+def test_password_login_and_a_wrong_password(
+    fleet: Fleet, open_ssh: Connect, sudoer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "login pw 'q' $(x)"
+    subprocess.run(["chpasswd"], input=f"{sudoer}:{password}", text=True, check=True)
+    stranger = tmp_path / "id_stranger"  # a key the host does not know: only the password can log in
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* keys
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    target = fleet.hosts[0]
+    login = {"ansible_user": sudoer, "ansible_ssh_private_key_file": str(stranger)}
+
+    conn = open_ssh(target, credentials=Credentials(ssh_password=password), **login)
+    assert conn.run(["id", "-un"]).stdout == f"{sudoer}\n"
+    assert f"Accepted password for {sudoer}" in (target.dir / "sshd.log").read_text(errors="replace")
+
+    wrong = Credentials(ssh_password="not it", ssh_password_source="the -k prompt")
+    with pytest.raises(HostUnreachable, match="the password from the -k prompt") as caught:
+        open_ssh(target, credentials=wrong, **login).run(["true"])
+    assert "not it" not in str(caught.value)
+    with pytest.raises(HostUnreachable, match="to log in with a password, pass -k"):
+        open_ssh(target, credentials=Credentials(), **login).run(["true"])
 
 
 def test_encrypted_key_with_passphrase_from_the_environment(

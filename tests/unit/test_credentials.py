@@ -1,0 +1,48 @@
+"""Connection secrets (sparkprov/connection/credentials.py): read from the environment, never shown by
+repr, and sudo given the become password on stdin only when the target user needs one."""
+
+from __future__ import annotations
+
+from sparkprov.connection.credentials import Credentials, Sudo
+
+ENVIRONMENT = {
+    "SPARKPROV_SSH_PASSWORD": "login-pw",
+    "SPARKPROV_SSH_KEY_PASSPHRASE": "key-pp",
+    "SPARKPROV_BECOME_PASSWORD": "sudo-pw",
+}
+
+
+def test_credentials_come_from_the_environment_and_repr_shows_none() -> None:
+    found = Credentials.from_environment(ENVIRONMENT)
+    assert (found.ssh_password, found.key_passphrase, found.become_password) == (
+        "login-pw",
+        "key-pp",
+        "sudo-pw",
+    )
+    assert found.secrets() == ["login-pw", "key-pp", "sudo-pw"]
+    assert found.become_password_source == "$SPARKPROV_BECOME_PASSWORD"
+    assert not any(secret in repr(found) for secret in found.secrets())
+
+
+def test_empty_variables_are_no_password() -> None:
+    found = Credentials.from_environment({"SPARKPROV_SSH_PASSWORD": ""})
+    assert found.ssh_password is None and found.secrets() == []
+
+
+def test_sudo_without_a_password_never_prompts() -> None:
+    sudo = Sudo(None, passwordless=lambda user: False)
+    assert sudo.prefix("root") == (["sudo", "-n", "-H", "-u", "root", "--"], b"")
+
+
+def test_sudo_sends_the_password_first_on_stdin_only_to_users_that_need_it() -> None:
+    probed: list[str] = []
+
+    def passwordless(user: str) -> bool:
+        probed.append(user)
+        return user == "nobody"
+
+    sudo = Sudo("pw 'x' $(y)", passwordless)
+    assert sudo.prefix("root") == (["sudo", "-k", "-S", "-p", "", "-H", "-u", "root", "--"], b"pw 'x' $(y)\n")
+    assert sudo.prefix("nobody") == (["sudo", "-n", "-H", "-u", "nobody", "--"], b"")
+    sudo.prefix("root")
+    assert probed == ["root", "nobody"]  # once per user
