@@ -37,26 +37,6 @@ class BecomeFailed(Exception):
     """Privilege escalation was refused (no sudo, no sudo rights, a password needed); the task fails."""
 
 
-# What sudo prints when it refuses, as opposed to the command itself failing.
-SUDO_REFUSALS = (
-    "a password is required",
-    "is not in the sudoers file",
-    "is not allowed to execute",
-    "unknown user",
-    "a terminal is required",
-    "incorrect password",
-    "no password was provided",
-)
-
-
-def sudo_refusal(stderr: str) -> str | None:
-    """sudo's own complaint in `stderr`, if the failure was sudo refusing to run the command."""
-    for line in stderr.splitlines():
-        if line.startswith("sudo: ") and any(reason in line for reason in SUDO_REFUSALS):
-            return line
-    return None
-
-
 class CommandTimeout(Exception):
     def __init__(self, what: str, timeout_s: float) -> None:
         super().__init__(f"{what} did not finish within {timeout_s:g}s and was stopped")

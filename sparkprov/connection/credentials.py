@@ -1,4 +1,4 @@
-"""The secrets a connection may need, and how sudo is asked to use one.
+"""The secrets a connection may need, how sudo is asked to use one, and what it means when sudo refuses.
 
 They come from the environment ($SPARKPROV_SSH_PASSWORD, $SPARKPROV_SSH_KEY_PASSPHRASE,
 $SPARKPROV_BECOME_PASSWORD) or from the CLI's prompts (`-k`, `-K`), and travel only on stdin or
@@ -11,6 +11,8 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from sparkprov.connection.base import BecomeFailed, CommandResult
 
 ENV_PASSWORD = "SPARKPROV_SSH_PASSWORD"
 ENV_KEY_PASSPHRASE = "SPARKPROV_SSH_KEY_PASSPHRASE"
@@ -69,3 +71,39 @@ class Sudo:
             if user not in self._known:
                 self._known[user] = self._passwordless(user)
             return self._known[user]
+
+
+def check_sudo(result: CommandResult, *, user: str, login: str, host: str, credentials: Credentials) -> None:
+    """Raise BecomeFailed, with the fix, when sudo itself refused (the command never ran) as `login`
+    on `host` becoming `user`; a command that ran and failed is left to the caller."""
+    problem = _sudo_problem(result)
+    if problem is None:
+        return
+    fixes = {
+        "missing": f"sudo is not installed on {host}; install it or log in as '{user}'",
+        "password": f"becoming '{user}' needs {login}'s sudo password on {host}: {ASK_BECOME_PASSWORD}, "
+        f"or allow {login} to sudo without a password (NOPASSWD)",
+        "rejected": f"sudo on {host} rejected the password from {credentials.become_password_source} "
+        f"for {login}",
+        "denied": f"{login} may not sudo to '{user}' on {host} (sudoers)",
+        "unknown user": f"there is no user '{user}' on {host}",
+    }
+    raise BecomeFailed(f"become failed: {fixes[problem]}; sudo said: {result.stderr.strip()[-500:]}")
+
+
+def _sudo_problem(result: CommandResult) -> str | None:
+    """Which way sudo itself failed, from its exit status and message."""
+    text = result.stderr
+    if result.rc == 127 and "sudo" in text and "not found" in text:
+        return "missing"
+    if result.rc != 1 or ("sudo" not in text and "Sorry, try again" not in text):
+        return None
+    if "a password is required" in text or "a terminal is required" in text:
+        return "password"
+    if "incorrect password" in text or "Sorry, try again" in text or "no password was provided" in text:
+        return "rejected"
+    if "not in the sudoers file" in text or "is not allowed to" in text or "may not run sudo" in text:
+        return "denied"
+    if "unknown user" in text:
+        return "unknown user"
+    return None

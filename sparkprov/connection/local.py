@@ -26,9 +26,8 @@ from sparkprov.connection.base import (
     HostUnreachable,
     OnBytes,
     chunks_of,
-    sudo_refusal,
 )
-from sparkprov.connection.credentials import ASK_BECOME_PASSWORD, Credentials, Sudo
+from sparkprov.connection.credentials import Credentials, Sudo, check_sudo
 
 AGENT_SOURCE = Path(agent.__file__).read_text(encoding="utf-8")
 
@@ -276,19 +275,10 @@ class LocalConnection(Connection):
 
     def _check_become(self, result: CommandResult, become: Become | None) -> None:
         """sudo refusing to run the command (as opposed to the command failing) is BecomeFailed."""
-        if become is None or not self._needs_sudo(become) or result.rc != 1:
-            return
-        refusal = sudo_refusal(result.stderr)
-        if refusal is None:
-            return
-        if "incorrect password" in refusal:
-            fix = f"check the password from {self.credentials.become_password_source}"
-        else:
-            fix = (
-                f"{ASK_BECOME_PASSWORD}, give this user passwordless sudo (a NOPASSWD rule in "
-                "/etc/sudoers.d/), or run sparkprov as that user"
+        if become is not None and self._needs_sudo(become):
+            check_sudo(
+                result, user=become.user, login=self._user, host=self.host_name, credentials=self.credentials
             )
-        raise BecomeFailed(f"become to '{become.user}' failed on {self.host_name}: {refusal}; {fix}")
 
 
 def _feed(

@@ -41,7 +41,6 @@ from sparkprov.connection.base import (
     STREAM_CHUNK,
     AgentError,
     Become,
-    BecomeFailed,
     ByteSource,
     CommandFailed,
     CommandResult,
@@ -52,11 +51,11 @@ from sparkprov.connection.base import (
     chunks_of,
 )
 from sparkprov.connection.credentials import (
-    ASK_BECOME_PASSWORD,
     ASK_PASSWORD,
     ENV_KEY_PASSPHRASE,
     Credentials,
     Sudo,
+    check_sudo,
 )
 from sparkprov.connection.local import AGENT_SOURCE, ENV_FROM_STDIN
 
@@ -457,19 +456,9 @@ class SSHConnection(Connection):
         return probe.rc == 0
 
     def _explain_sudo_failure(self, result: CommandResult, become: Become) -> CommandResult:
-        problem = _sudo_problem(result)
-        if problem is None:
-            return result
-        login = self.settings.target.user
-        hints = {
-            "missing": f"sudo is not installed on {self.host_name}; install it or log in as '{become.user}'",
-            "password": f"becoming '{become.user}' needs {login}'s sudo password on {self.host_name}: "
-            f"{ASK_BECOME_PASSWORD}, or allow {login} to sudo without a password (NOPASSWD)",
-            "rejected": f"sudo on {self.host_name} rejected the password from "
-            f"{self.credentials.become_password_source} for {login}",
-            "denied": f"{login} may not sudo to '{become.user}' on {self.host_name} (sudoers)",
-        }
-        raise BecomeFailed(f"become failed: {hints[problem]}; sudo said: {result.stderr.strip()}")
+        login, host = self.settings.target.user, self.host_name
+        check_sudo(result, user=become.user, login=login, host=host, credentials=self.credentials)
+        return result
 
     # ------------------------------------------------------------ files
 
@@ -916,22 +905,6 @@ def _exit_status(channel: paramiko.Channel, deadline: float | None) -> int | Non
     transport = channel.get_transport()
     if transport is not None and transport.is_active():
         return -1  # killed by a signal (exit-signal), or the server sent no status
-    return None
-
-
-def _sudo_problem(result: CommandResult) -> str | None:
-    """Which way sudo itself failed (the command never ran), from its exit status and message."""
-    text = result.stderr
-    if result.rc == 127 and "sudo" in text and "not found" in text:
-        return "missing"
-    if result.rc != 1 or ("sudo" not in text and "Sorry, try again" not in text):
-        return None
-    if "a password is required" in text or "a terminal is required" in text:
-        return "password"
-    if "incorrect password" in text or "Sorry, try again" in text or "no password was provided" in text:
-        return "rejected"
-    if "not in the sudoers file" in text or "is not allowed to" in text or "may not run sudo" in text:
-        return "denied"
     return None
 
 

@@ -204,7 +204,7 @@ def test_become_with_a_sudo_password_from_the_environment(sudo_user: SudoUser, s
         wrong = replace(sudo_user, env={**sudo_user.env, "SPARKPROV_BECOME_PASSWORD": "not it"})
         rejected = wrong.sparkprov(*args, cwd=shared_tmp, timeout=60)
         assert_exit(rejected, EXIT_FAILED)
-        assert "check the password from $SPARKPROV_BECOME_PASSWORD" in rejected.stdout, explain(rejected)
+        assert "rejected the password from $SPARKPROV_BECOME_PASSWORD" in rejected.stdout, explain(rejected)
         assert "not it" not in rejected.stdout + rejected.stderr
 
         right = replace(sudo_user, env={**sudo_user.env, "SPARKPROV_BECOME_PASSWORD": SUDO_PASSWORD})
