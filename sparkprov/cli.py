@@ -507,16 +507,15 @@ def facts(
     flag fleet problems (duplicate machine-ids, mixed driver/CUDA versions)."""
     from sparkprov.errors import InputError
     from sparkprov.facts.fleet import fleet_problems
-    from sparkprov.facts.gather import gather_all
+    from sparkprov.facts.gather import gather_all, select_hosts
     from sparkprov.report.facts import render_facts_json, render_facts_text
 
-    credentials = _credentials(ask_pass, ask_become_pass=False)
     try:
-        found = gather_all(
-            inventory, limit, forks=forks, accept_new_hostkeys=accept_new_hostkeys, credentials=credentials
-        )
+        hosts = select_hosts(inventory, limit)
     except InputError as exc:
         raise _input_error(exc, output_format) from None
+    credentials = _credentials(ask_pass, ask_become_pass=False)
+    found = gather_all(hosts, forks=forks, accept_new_hostkeys=accept_new_hostkeys, credentials=credentials)
     problems = fleet_problems(found)  # reported, but not failures: the exit code is about reachability
     masker = _masker()
     for secret in credentials.secrets():

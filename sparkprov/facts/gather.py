@@ -24,20 +24,23 @@ def _gather_one(host: Host, accept_new_hostkeys: bool, credentials: Credentials 
         return str(exc)
 
 
+def select_hosts(inventory_path: Path | None, limit: str | None) -> list[Host]:
+    """The hosts `sparkprov facts` probes; InputError when the inventory is bad or none matches."""
+    inventory = load_inventory(inventory_path) if inventory_path else implicit_localhost()
+    names = inventory.match(limit or "all")
+    if not names:
+        raise InputError.single(Place(f"-l {limit}" if limit else inventory.source), "no host matches")
+    return [inventory.hosts[n] for n in names]
+
+
 def gather_all(
-    inventory_path: Path | None,
-    limit: str | None,
+    hosts: list[Host],
     *,
     forks: int = 10,
     accept_new_hostkeys: bool = False,
     credentials: Credentials | None = None,
 ) -> dict[str, HostFacts | str]:
     """Facts per host, or the reason the host could not be probed."""
-    inventory = load_inventory(inventory_path) if inventory_path else implicit_localhost()
-    names = inventory.match(limit or "all")
-    if not names:
-        raise InputError.single(Place(f"-l {limit}" if limit else inventory.source), "no host matches")
-    hosts = [inventory.hosts[n] for n in names]
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
         found = pool.map(lambda host: _gather_one(host, accept_new_hostkeys, credentials), hosts)
-        return dict(zip(names, found))
+        return dict(zip((host.name for host in hosts), found))
