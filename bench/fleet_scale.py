@@ -36,8 +36,8 @@ if str(REPO) not in sys.path:  # run as a script: the repository's packages (ben
     sys.path.insert(0, str(REPO))
 
 from bench.fleet import FleetUnavailable, fleet_network, running_fleet, sparkprov_ssh_env  # noqa: E402
+from tests.cli import CliRun, sparkprov  # noqa: E402
 from tests.infra.fleet import Fleet  # noqa: E402
-from tests.integration._exec_helpers import CliRun, sparkprov  # noqa: E402
 
 PLAYBOOK = REPO / "tests" / "data" / "fleet" / "converge.yml"
 
@@ -81,7 +81,7 @@ def apply(fleet: Fleet, work: Path, setup: Setup) -> tuple[CliRun, Sample]:
     argv = ("apply", setup.playbook, "-i", inventory, "--format", "json", "--forks", str(setup.forks))
     hosts_before, client_before = _hosts_cpu_s(fleet), _children_cpu_s()
     started = time.monotonic()
-    result = sparkprov(*argv, home=work / "home", env=sparkprov_ssh_env(fleet), timeout=600)
+    result = sparkprov(*argv, home=work / "home", extra_env=sparkprov_ssh_env(fleet), timeout=600)
     wall = time.monotonic() - started
     client = _children_cpu_s() - client_before
     return result, Sample(wall, client, _hosts_cpu_s(fleet) - hosts_before)

@@ -1,9 +1,10 @@
-"""Fixtures of the Ansible-compatibility and become tests: the peer ansible-playbook, a world-readable
-scratch directory, and a non-root user with passwordless sudo."""
+"""Fixtures of the integration tests: the peer ansible-playbook, a world-readable scratch directory, a
+non-root user with passwordless sudo, and the stand-ins for Ollama and systemd."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pwd
 import shutil
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import REPO_ROOT, SYSTEM_PATH, CliRun, run_command, sparkprov
+from tests.fakes.ollama_server import FakeOllama
 from tests.infra.process import torn_down, wait_until
-from tests.integration.helpers import REPO_ROOT, SYSTEM_PATH, run_cli, sparkprov
 
 ANSIBLE_ENV_VAR = "SPARKPROV_TEST_ANSIBLE"
 SUDO_USER = "sparkprov-test"
@@ -55,12 +57,20 @@ def ansible_playbook() -> Path:
 def _ansible_problem(executable: Path) -> str | None:
     """Why `executable --version` does not work, or None when it does."""
     try:
-        result = run_cli([str(executable), "--version"], timeout=60)
+        result = run_command([executable, "--version"], timeout=60)
     except OSError as exc:
         return str(exc)
-    if result.returncode != 0:
-        return f"--version exited with {result.returncode}: {result.stderr.strip()[-500:]}"
+    if result.rc != 0:
+        return f"--version exited with {result.rc}: {result.stderr.strip()[-500:]}"
     return None
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    """tmp_path/base, created: the directory a test's playbook writes into (`-e base=...`)."""
+    path = tmp_path / "base"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture
@@ -83,9 +93,7 @@ class SudoUser:
     python: tuple[str, ...]
     env: dict[str, str]
 
-    def sparkprov(
-        self, *args: str | os.PathLike[str], cwd: Path, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
+    def sparkprov(self, *args: str | os.PathLike[str], cwd: Path, timeout: float = 120) -> CliRun:
         """`python -m sparkprov ARGS` as this user (runuser: no password, no terminal)."""
         runuser = ("runuser", "-u", self.name, "--", *self.python)
         return sparkprov(*args, python=runuser, env=self.env, cwd=cwd, timeout=timeout)
@@ -149,9 +157,9 @@ def _exclusive(lock: Path) -> Iterator[None]:
 
 
 def _checked(argv: list[str]) -> None:
-    result = run_cli(argv, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}: {result.stderr.strip()}")
+    result = run_command(argv, timeout=60)
+    if result.rc != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited with {result.rc}: {result.stderr.strip()}")
 
 
 def _install_sudoers(user: str, rule: str = "NOPASSWD: ALL") -> None:
@@ -170,7 +178,7 @@ def _remove_user(user: str) -> None:
         home = pwd.getpwnam(user).pw_dir
     except KeyError:
         return
-    run_cli(["userdel", "--remove", user], timeout=60)  # warns when there is no mail spool
+    run_command(["userdel", "--remove", user], timeout=60)  # warns when there is no mail spool
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -193,9 +201,37 @@ def _python_for(user: str) -> tuple[tuple[str, ...], dict[str, str]]:
     for interpreter, extra_env in candidates:
         env = {"PATH": SYSTEM_PATH, **extra_env}
         probe = ["runuser", "-u", user, "--", interpreter, "-c", "import sparkprov.cli"]
-        result = run_cli(probe, env=env, cwd=Path("/"), timeout=60)
-        if result.returncode == 0:
+        result = run_command(probe, env=env, cwd=Path("/"), timeout=60)
+        if result.rc == 0:
             return (interpreter,), extra_env
-        error = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        error = (result.stderr.strip().splitlines() or [f"exit {result.rc}"])[-1]
         failures.append(f"{interpreter} with {extra_env or 'no extra environment'}: {error}")
     pytest.skip(f"no Python that user {user} can run imports sparkprov: {'; '.join(failures)}")
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    """The Ollama API stand-in of tests/fakes, serving on 127.0.0.1."""
+    with FakeOllama().running() as server:
+        yield server
+
+
+OLLAMA_UNIT = {
+    "LoadState": "loaded",
+    "ActiveState": "active",
+    "SubState": "running",
+    "UnitFileState": "enabled",
+    "NeedDaemonReload": "no",
+    "FragmentPath": "/usr/lib/systemd/system/ollama.service",
+}
+
+
+@pytest.fixture
+def systemctl_env(tmp_path: Path) -> dict[str, str]:
+    """PATH and FAKE_SYSTEMCTL_STATE for the systemctl emulator (tests/fakes/systemctl): first on PATH,
+    with python3 beside it, and a state file (tmp_path/systemd.json) in which ollama.service is
+    loaded, enabled and running and no call has been made yet."""
+    state = tmp_path / "systemd.json"
+    state.write_text(json.dumps({"units": {"ollama.service": OLLAMA_UNIT}, "calls": []}))
+    path = [str(REPO_ROOT / "tests" / "fakes"), os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+    return {"PATH": os.pathsep.join(path), "FAKE_SYSTEMCTL_STATE": str(state)}

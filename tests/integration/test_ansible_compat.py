@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import (
+from tests.cli import (
     EXIT_OK,
     REPO_ROOT,
     assert_converged,
     assert_exit,
-    run_cli,
+    run_command,
     snapshot,
     sparkprov,
     tree_differences,
@@ -63,7 +63,7 @@ def _run_ansible(ansible_playbook: Path, playbook: Path, target: Path, scratch: 
     argv = [str(ansible_playbook), "-i", "localhost,", "-c", "local"]
     argv += ["-e", f"ansible_python_interpreter={_interpreter_of(ansible_playbook)}"]
     argv += ["-e", f"anchors_base={target}", str(playbook)]
-    assert_exit(run_cli(argv, env=env, cwd=scratch, timeout=180), EXIT_OK)
+    assert_exit(run_command(argv, env=env, cwd=scratch, timeout=180), EXIT_OK)
 
 
 @pytest.mark.parametrize(("source", "playbook_name"), CASES)

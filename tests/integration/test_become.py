@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import SudoUser
-from tests.integration.helpers import (
+from tests.cli import (
     EXIT_FAILED,
     EXIT_INPUT,
     EXIT_OK,
@@ -28,6 +27,7 @@ from tests.integration.helpers import (
     mode_of,
     sparkprov,
 )
+from tests.integration.conftest import SudoUser
 
 pytestmark = pytest.mark.root
 

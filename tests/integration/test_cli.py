@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import sparkprov
-from tests.integration._exec_helpers import DATA, CliRun, write_text
-from tests.integration._exec_helpers import sparkprov as run_sparkprov
+from tests.cli import TEST_DATA, CliRun, write_text
+from tests.cli import sparkprov as run_sparkprov
 
 Cli = Callable[..., CliRun]
 
@@ -29,20 +29,14 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    path = tmp_path / "base"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def cli(home: Path) -> Cli:
     def _cli(*args: str | Path, env: dict[str, str] | None = None) -> CliRun:
-        return run_sparkprov(*args, home=home, env=env)
+        return run_sparkprov(*args, home=home, extra_env=env)
 
     return _cli
 
 
+DATA = TEST_DATA / "executor"
 SIMPLE = DATA / "simple.yml"
 FAILING = DATA / "failing.yml"
 

@@ -7,8 +7,6 @@ instant) into the test's own directory and taken down at the end of the test, al
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,18 +15,18 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.dockerd import DockerDaemon
-from tests.integration.helpers import (
+from tests.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PENDING,
+    CliRun,
     assert_converged,
     assert_exit,
+    cli_env,
     explain,
-    host_stats,
-    json_report,
     sparkprov,
 )
+from tests.infra.dockerd import DockerDaemon
 
 pytestmark = pytest.mark.docker
 
@@ -56,9 +54,7 @@ class ComposeProject:
     def dest(self) -> Path:
         return self.root / "projects" / self.name / "compose.yml"
 
-    def run(
-        self, command: str, *extra: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, command: str, *extra: str, env: dict[str, str] | None = None) -> CliRun:
         """`sparkprov COMMAND site.yml --format json` with the current args and vars."""
         task = {"name": f"compose project {self.name}", "compose": {"dest": str(self.dest), **self.args}}
         play = {
@@ -69,7 +65,7 @@ class ComposeProject:
             "tasks": [task],
         }
         (self.root / "site.yml").write_text(yaml.safe_dump([play], sort_keys=False))
-        full_env = {**os.environ, **self.dockerd.env, **(env or {})}
+        full_env = cli_env({**self.dockerd.env, **(env or {})})
         return sparkprov(command, "site.yml", "--format", "json", *extra, cwd=self.root, env=full_env)
 
     def containers(self) -> list[dict[str, Any]]:
@@ -111,10 +107,10 @@ def project(
         found.down()
 
 
-def plan_entry(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def plan_entry(result: CliRun) -> dict[str, Any]:
     """The one pending change of a `plan --format json`."""
     assert_exit(result, EXIT_PENDING)
-    (entry,) = json_report(result)["plan"]
+    (entry,) = result.doc["plan"]
     return dict(entry)
 
 
@@ -126,13 +122,11 @@ def diff_text(entry: dict[str, Any], header_part: str) -> tuple[str, str]:
     raise AssertionError(f"no diff for {header_part} in {entry['diff']}")
 
 
-def applied(
-    project: ComposeProject, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def applied(project: ComposeProject, *extra: str, env: dict[str, str] | None = None) -> CliRun:
     """An apply that succeeds and changes something."""
     result = project.run("apply", *extra, env=env)
     assert_exit(result, EXIT_OK)
-    assert host_stats(result)["changed"] == 1, explain(result)
+    assert result.stats()["changed"] == 1, explain(result)
     return result
 
 
@@ -215,7 +209,7 @@ def test_invalid_compose_file_fails_and_writes_nothing(project: ComposeProject) 
     for command in ("plan", "apply"):
         result = project.run(command)
         assert_exit(result, EXIT_FAILED)
-        message = json_report(result)["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+        message = result.doc["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
         assert "additional properties 'bogus_key' not allowed" in message, message
         assert "nothing was written" in message
     assert not project.dest.parent.exists()
@@ -296,7 +290,7 @@ def test_bundled_pytorch_dev_up_without_gpu_runtime_fails_clearly(
     pytorch_dev(project, busybox_image, "present")
     result = project.run("apply")
     assert_exit(result, EXIT_FAILED)
-    message = json_report(result)["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+    message = result.doc["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
     assert "no NVIDIA container runtime" in message, message
     assert 'could not select device driver "nvidia" with capabilities: [[gpu]]' in message
     assert "nvidia-container-toolkit" in message

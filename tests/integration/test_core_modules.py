@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli import DATA, CliRun, apply_twice, mode, sparkprov, umask
+from tests.cli import MODULE_PLAYBOOKS, CliRun, apply_twice, current_umask, mode_of, run_playbook
 
-FILE_MODE = 0o666 & ~umask()
+FILE_MODE = 0o666 & ~current_umask()
 
 
 def assert_failed(run: CliRun, task: str, *fragments: str, ignored: bool = True) -> None:
@@ -67,10 +67,10 @@ def test_file_states(tmp_path: Path) -> None:
     run = apply_twice("file.yml", tmp_path)
 
     unchanged = {"state file on a missing path", "absent and already missing"}
-    assert run.changed_tasks() == {name for name, _ in run.results()} - unchanged
+    assert run.changed_tasks() == set(run.ran()) - unchanged
     for directory in ("a", "a/b", "a/b/c"):
-        assert (tmp_path / directory).is_dir() and mode(tmp_path / directory) == 0o750, directory
-    assert (plain.read_text(), mode(plain)) == ("plain\n", 0o600)
+        assert (tmp_path / directory).is_dir() and mode_of(tmp_path / directory) == 0o750, directory
+    assert (plain.read_text(), mode_of(plain)) == ("plain\n", 0o600)
     assert_failed(run, "state file on a missing path", "missing.txt", "absent")
     assert not (tmp_path / "missing.txt").exists()
     assert os.readlink(tmp_path / "link-new") == str(plain)
@@ -81,23 +81,23 @@ def test_file_states(tmp_path: Path) -> None:
     assert not (tmp_path / "gone.txt").exists() and not (tmp_path / "gone-tree").exists()
     assert run.result("absent and already missing")["failed"] is False
     tree = [tmp_path / p for p in ("rtree", "rtree/sub", "rtree/f.txt", "rtree/sub/g.txt")]
-    assert {p.name: mode(p) for p in tree} == {p.name: 0o750 for p in tree}
-    assert mode(tmp_path / "sym-equals.txt") == 0o640
-    assert mode(tmp_path / "sym-plus.txt") == 0o664
-    assert mode(tmp_path / "sym-dir") == 0o755
+    assert {p.name: mode_of(p) for p in tree} == {p.name: 0o750 for p in tree}
+    assert mode_of(tmp_path / "sym-equals.txt") == 0o640
+    assert mode_of(tmp_path / "sym-plus.txt") == 0o664
+    assert mode_of(tmp_path / "sym-dir") == 0o755
 
 
 def test_file_touch_changes_times_unless_preserved(tmp_path: Path) -> None:
-    first = sparkprov("apply", "file_touch.yml", tmp_path, expect_rc=0)
+    first = run_playbook("apply", "file_touch.yml", tmp_path, expect_rc=0)
     touched, kept = tmp_path / "touched", tmp_path / "kept"
     assert first.changed_tasks() == {"touch", "touch keeping times"}
-    assert (touched.read_bytes(), mode(touched)) == (b"", 0o640)
-    assert (kept.read_bytes(), mode(kept)) == (b"", FILE_MODE)
+    assert (touched.read_bytes(), mode_of(touched)) == (b"", 0o640)
+    assert (kept.read_bytes(), mode_of(kept)) == (b"", FILE_MODE)
 
     old = 1_000_000_000
     for path in (touched, kept):
         os.utime(path, (old, old))
-    second = sparkprov("apply", "file_touch.yml", tmp_path, expect_rc=0)
+    second = run_playbook("apply", "file_touch.yml", tmp_path, expect_rc=0)
     assert second.changed_tasks() == {"touch"}  # like Ansible: touch always updates the times
     assert touched.stat().st_mtime > old
     assert (kept.stat().st_mtime, kept.stat().st_atime) == (old, old)
@@ -124,7 +124,7 @@ def test_file_owner_and_group_by_name_and_number(tmp_path: Path) -> None:
 
     run = apply_twice("file_owner.yml", tmp_path, extra)
 
-    assert run.stats["changed"] == 4
+    assert run.stats()["changed"] == 4
     owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in tmp_path.iterdir()}
     assert owners == {
         "root-by-name": (0, 0),
@@ -136,7 +136,7 @@ def test_file_owner_and_group_by_name_and_number(tmp_path: Path) -> None:
 
 def test_file_link_over_a_file_needs_force(tmp_path: Path) -> None:
     regular = write(tmp_path / "regular", "keep me\n")
-    run = sparkprov("apply", "file_link_no_force.yml", tmp_path, expect_rc=1)
+    run = run_playbook("apply", "file_link_no_force.yml", tmp_path, expect_rc=1)
     assert_failed(run, "symlink over a file without force", "file", ignored=False)
     assert not regular.is_symlink() and regular.read_text() == "keep me\n"
 
@@ -147,8 +147,8 @@ def test_file_recursive_symbolic_mode_is_per_path(tmp_path: Path) -> None:
     write(tree / "data.txt", "d\n", 0o666)
     write(tree / "run.sh", "#!/bin/sh\n", 0o777)
     apply_twice("file_recurse_symbolic.yml", tmp_path)
-    found = {str(p.relative_to(tree)): mode(p) for p in tree.rglob("*")}
-    assert (mode(tree), found) == (0o750, {"sub": 0o750, "data.txt": 0o640, "run.sh": 0o750})
+    found = {str(p.relative_to(tree)): mode_of(p) for p in tree.rglob("*")}
+    assert (mode_of(tree), found) == (0o750, {"sub": 0o750, "data.txt": 0o640, "run.sh": 0o750})
 
 
 # ---------------------------------------------------------------------------------------------- copy
@@ -165,20 +165,20 @@ def test_copy(tmp_path: Path) -> None:
     run = apply_twice("copy.yml", tmp_path)
 
     content = tmp_path / "content.txt"
-    assert (content.read_bytes(), mode(content)) == (b"line one\nline two\n", 0o640)
+    assert (content.read_bytes(), mode_of(content)) == (b"line one\nline two\n", 0o640)
     expected_json = {"name": "SPARK", "ports": [8080, 443], "nested": {"enabled": True}}
     assert (tmp_path / "content.json").read_text() == json.dumps(expected_json)
-    files = DATA / "files"
+    files = MODULE_PLAYBOOKS / "files"
     motd = tmp_path / "motd.txt"
-    assert (motd.read_bytes(), mode(motd)) == ((files / "motd.txt").read_bytes(), FILE_MODE)
-    assert (tmp_path / "beside.txt").read_bytes() == (DATA / "beside.txt").read_bytes()
+    assert (motd.read_bytes(), mode_of(motd)) == ((files / "motd.txt").read_bytes(), FILE_MODE)
+    assert (tmp_path / "beside.txt").read_bytes() == (MODULE_PLAYBOOKS / "beside.txt").read_bytes()
     assert (tmp_path / "dest" / "notes.txt").read_bytes() == (files / "notes.txt").read_bytes()
     assert files_under(tmp_path / "tree-itself") == {"tree/a.txt", "tree/inner/b.txt"}
     assert files_under(tmp_path / "tree-contents") == {"a.txt", "inner/b.txt"}
     for copied in ("tree-itself/tree", "tree-contents"):
         for name in ("a.txt", "inner/b.txt"):
             assert (tmp_path / copied / name).read_bytes() == (files / "tree" / name).read_bytes()
-    assert ((tmp_path / "preserved.txt").read_text(), mode(tmp_path / "preserved.txt")) == ("odd\n", 0o604)
+    assert ((tmp_path / "preserved.txt").read_text(), mode_of(tmp_path / "preserved.txt")) == ("odd\n", 0o604)
     assert keep.read_text() == "original\n"
     assert run.result("force false keeps an existing file")["changed"] is False
     assert (tmp_path / "fresh.txt").read_text() == "fresh\n"
@@ -193,12 +193,12 @@ def test_copy(tmp_path: Path) -> None:
 
 def test_copy_dest_with_slash_creates_the_directory(tmp_path: Path) -> None:
     apply_twice("copy_dest_slash_missing.yml", tmp_path)
-    notes = (DATA / "files" / "notes.txt").read_bytes()
+    notes = (MODULE_PLAYBOOKS / "files" / "notes.txt").read_bytes()
     assert (tmp_path / "new" / "dir" / "notes.txt").read_bytes() == notes
 
 
 def test_copy_directory_plans_each_path_once(tmp_path: Path) -> None:
-    run = sparkprov("plan", "copy_tree.yml", tmp_path, expect_rc=2)
+    run = run_playbook("plan", "copy_tree.yml", tmp_path, expect_rc=2)
     root = tmp_path / "tree-itself" / "tree"
     paths = [diff["before_header"] for entry in run.doc["plan"] for diff in entry["diff"]]
     assert sorted(paths) == sorted(str(root / p) for p in ("", "inner", "a.txt", "inner/b.txt"))
@@ -215,7 +215,7 @@ def test_template(tmp_path: Path) -> None:
     default = tmp_path / "default.txt"
     # trim_blocks by default: no blank line for {% %} lines; the trailing newline is kept.
     assert default.read_text() == RENDERED + "    indented\n    last line\n"
-    assert mode(default) == 0o640
+    assert mode_of(default) == 0o640
     assert (tmp_path / "lstrip.txt").read_text() == RENDERED + "indented\nlast line\n"
     assert (tmp_path / "untrimmed.txt").read_text() == (
         "# Ansible managed\n\nuser 1: ANN\n\nuser 2: CAROL\n\n\nmotd: hello\n\nports: 443, 8080\n"
@@ -228,7 +228,7 @@ def test_template(tmp_path: Path) -> None:
 
 
 def test_template_undefined_variable_is_invalid_input(tmp_path: Path) -> None:
-    run = sparkprov("apply", "template_undefined.yml", tmp_path, expect_rc=4)
+    run = run_playbook("apply", "template_undefined.yml", tmp_path, expect_rc=4)
     problems = run.doc["problems"]
     assert [(p["key"], Path(p["file"]).name, p["line"]) for p in problems] == [
         ("defined_nowhere", "undefined_var.j2", 2)
@@ -253,7 +253,7 @@ def test_command_and_shell(tmp_path: Path) -> None:
     write(tmp_path / "doomed.txt")
     (tmp_path / "sub").mkdir()
 
-    run = sparkprov("apply", "command.yml", tmp_path, expect_rc=0)
+    run = run_playbook("apply", "command.yml", tmp_path, expect_rc=0)
 
     assert run.changed_tasks() == ALWAYS_RUN | {
         "creates, path missing",
@@ -277,24 +277,24 @@ def test_command_and_shell(tmp_path: Path) -> None:
     assert run.result("failed_when not met")["failed"] is False
     assert_failed(run, "non-zero return code", "non-zero return code 3")
     assert_rc(run, "non-zero return code", 3, "oops")
-    assert run.stats["ignored"] == 2
+    assert run.stats()["ignored"] == 2
     assert (tmp_path / "sorted.txt").read_text() == "A\nB\n"
     assert (tmp_path / "from-register.txt").read_text() == "2 lines\n"
     assert run.result("registered output makes when false")["skipped"] is True
     assert not (tmp_path / "never.txt").exists()
 
     # Commands without a guard run (and report a change) every time; guarded ones do not.
-    again = sparkprov("apply", "command.yml", tmp_path, expect_rc=0)
+    again = run_playbook("apply", "command.yml", tmp_path, expect_rc=0)
     assert again.changed_tasks() == ALWAYS_RUN
     assert again.result("creates, path missing")["msg"] == f"skipped, since {tmp_path}/created.txt exists"
 
 
 def test_command_failure_stops_the_host(tmp_path: Path) -> None:
-    run = sparkprov("apply", "command_fail.yml", tmp_path, expect_rc=1)
+    run = run_playbook("apply", "command_fail.yml", tmp_path, expect_rc=1)
     assert_failed(run, "non-zero return code", "non-zero return code 5", ignored=False)
     assert_rc(run, "non-zero return code", 5, "broken")
-    assert not run.has_result("after the failure") and not (tmp_path / "after-failure").exists()
-    assert run.stats["failures"] == 1
+    assert "after the failure" not in run.ran() and not (tmp_path / "after-failure").exists()
+    assert run.stats()["failures"] == 1
 
 
 # ---------------------------------------------------------------------------------------- lineinfile
@@ -305,7 +305,7 @@ def test_lineinfile(tmp_path: Path) -> None:
 
     run = apply_twice("lineinfile.yml", tmp_path)
 
-    assert (settings.read_text(), mode(settings)) == ("port=8080\nname=x\nadded=yes\n", 0o640)
+    assert (settings.read_text(), mode_of(settings)) == ("port=8080\nname=x\nadded=yes\n", 0o640)
     messages = {
         "present, appended": "line added",
         "regexp replaces": "line replaced",
@@ -314,7 +314,7 @@ def test_lineinfile(tmp_path: Path) -> None:
     }
     assert {task: run.result(task)["msg"] for task in messages} == messages
     created = tmp_path / "new" / "created.conf"
-    assert (created.read_text(), mode(created)) == ("first=1\n", 0o600)
+    assert (created.read_text(), mode_of(created)) == ("first=1\n", 0o600)
 
 
 # ------------------------------------------------------------------------------------------- service
@@ -322,16 +322,16 @@ def test_lineinfile(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd is running on this host")
 def test_service_without_systemd_fails_clearly(tmp_path: Path) -> None:
-    run = sparkprov("apply", "service.yml", tmp_path, expect_rc=1)
+    run = run_playbook("apply", "service.yml", tmp_path, expect_rc=1)
     assert_failed(run, "service started", "systemd is not running", ignored=False)
-    assert not run.has_result("after the service") and not (tmp_path / "after-service").exists()
+    assert "after the service" not in run.ran() and not (tmp_path / "after-service").exists()
 
 
 # ------------------------------------------------------------------------- debug/set_fact/assert/fail
 
 
 def test_debug_set_fact_assert_fail(tmp_path: Path) -> None:
-    run = sparkprov("apply", "actions.yml", tmp_path, expect_rc=1)
+    run = run_playbook("apply", "actions.yml", tmp_path, expect_rc=1)
 
     assert (tmp_path / "fact.txt").read_text() == "hello spark 42\n"
     assert run.result("set a fact")["ansible_facts"] == {"greeting": "hello spark", "answer": 42}
@@ -340,8 +340,8 @@ def test_debug_set_fact_assert_fail(tmp_path: Path) -> None:
     assert run.result("assert passing")["msg"] == "all good"
     assert_failed(run, "assert failing, ignored", "answer is 42, not 41")
     assert_failed(run, "fail", "stopped on purpose", ignored=False)
-    assert not run.has_result("after fail") and not (tmp_path / "after-fail").exists()
-    assert {k: run.stats[k] for k in ("changed", "failures", "ignored")} == {
+    assert "after fail" not in run.ran() and not (tmp_path / "after-fail").exists()
+    assert {k: run.stats()[k] for k in ("changed", "failures", "ignored")} == {
         "changed": 1,
         "failures": 1,
         "ignored": 1,
@@ -349,6 +349,6 @@ def test_debug_set_fact_assert_fail(tmp_path: Path) -> None:
 
 
 def test_failed_host_skips_later_plays(tmp_path: Path) -> None:
-    run = sparkprov("apply", "failed_host.yml", tmp_path, expect_rc=1)
-    assert not run.has_result("later play on a failed host")
+    run = run_playbook("apply", "failed_host.yml", tmp_path, expect_rc=1)
+    assert "later play on a failed host" not in run.ran()
     assert not (tmp_path / "later-play").exists()

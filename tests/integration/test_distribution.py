@@ -16,7 +16,6 @@ import hashlib
 import os
 import re
 import secrets
-import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,15 @@ import yaml
 from sparkprov.connection.base import CommandFailed, CommandTimeout
 from sparkprov.connection.ssh import SSHConnection
 from sparkprov.inventory import Host
+from tests.cli import (
+    EXIT_OK,
+    EXIT_PENDING,
+    CliRun,
+    assert_exit,
+    cli_env,
+    explain,
+    sparkprov,
+)
 from tests.infra.dockerd import DockerDaemon
 from tests.infra.fleet import Fleet
 from tests.infra.host_dockerd import SSHD_DOCKER_ENV, HostDockerd, start_host_dockerds, stop_host_dockerds
@@ -36,15 +44,6 @@ from tests.infra.ollama_store import StoreOllama, manifest_file, write_model
 from tests.infra.process import run, torn_down
 from tests.infra.registry import MANIFEST_TYPES, Registry, push_image
 from tests.infra.slots import Slot
-from tests.integration.helpers import (
-    EXIT_OK,
-    EXIT_PENDING,
-    assert_exit,
-    explain,
-    host_stats,
-    json_report,
-    sparkprov,
-)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.root]
 
@@ -130,12 +129,12 @@ class Site:
     dockerd: DockerDaemon
     fleet: Fleet
 
-    def run(self, command: str, args: dict[str, Any], *options: str) -> subprocess.CompletedProcess[str]:
+    def run(self, command: str, args: dict[str, Any], *options: str) -> CliRun:
         task = {"name": "image", "docker_image": args}
         play = {"name": "distribute", "hosts": "all", "gather_facts": False, "tasks": [task]}
         (self.root / "site.yml").write_text(yaml.safe_dump([play], sort_keys=False))
         self.fleet.write_inventory(self.root / "hosts.yml", self.root / "base")
-        env = {**os.environ, **self.dockerd.env, "SPARKPROV_KNOWN_HOSTS": str(self.fleet.known_hosts_file)}
+        env = cli_env({**self.dockerd.env, "SPARKPROV_KNOWN_HOSTS": str(self.fleet.known_hosts_file)})
         argv = [command, "site.yml", "-i", "hosts.yml", "--forks", "5", *options]
         return sparkprov(*argv, cwd=self.root, env=env, timeout=120)
 
@@ -154,8 +153,8 @@ def progress_hosts(output: str, ref: str) -> set[str]:
     return set(re.findall(rf"\[(h\d)\] distribute {re.escape(ref)}: .*\(100%\)", output))
 
 
-def changed_hosts(run_result: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    return {name: host_stats(run_result, name)["changed"] for name in HOSTS}
+def changed_hosts(run_result: CliRun) -> dict[str, int]:
+    return {name: run_result.stats(name)["changed"] for name in HOSTS}
 
 
 # ---------------------------------------------------------------- tests
@@ -172,7 +171,7 @@ def test_distribute_from_the_controller(
 
     plan = site.run("plan", args, "--format", "json")
     assert_exit(plan, EXIT_PENDING)
-    pending = json_report(plan)["plays"][0]["tasks"][0]["hosts"]
+    pending = plan.doc["plays"][0]["tasks"][0]["hosts"]
     assert pending["h1"]["changed"] is False
     assert {pending[h]["msg"] for h in ("h2", "h3")} == {
         f"copy {image.ref} from the controller (fetched there once)"
@@ -201,7 +200,7 @@ def test_distribute_from_the_controller(
 
     # With check_latest the copies are known to be the registry's image; h1's hand-loaded one is not.
     latest = site.run("plan", {**args, "check_latest": True}, "--format", "json")
-    pending = json_report(latest)["plays"][0]["tasks"][0]["hosts"]
+    pending = latest.doc["plays"][0]["tasks"][0]["hosts"]
     assert {host: pending[host]["changed"] for host in HOSTS} == {"h1": True, "h2": False, "h3": False}
 
 
@@ -222,7 +221,7 @@ def test_distribute_a_pinned_image_from_a_seed_host(
     before = log_offset(registry)
     applied = site.run("apply", args, "--format", "json")
     assert_exit(applied, EXIT_OK)
-    results = json_report(applied)["plays"][0]["tasks"][0]["hosts"]
+    results = applied.doc["plays"][0]["tasks"][0]["hosts"]
     assert changed_hosts(applied) == {"h1": 0, "h2": 1, "h3": 1}, explain(applied)
     for host in ("h2", "h3"):
         assert results[host]["id"] == image.id and results[host]["source"] == "h1", results[host]
@@ -332,7 +331,7 @@ def test_distribute_an_ollama_model_from_the_controller(
         }
         plan = site.run("plan", args, "--format", "json")
         assert_exit(plan, EXIT_PENDING)
-        pending = json_report(plan)["plays"][0]["tasks"][0]["hosts"]
+        pending = plan.doc["plays"][0]["tasks"][0]["hosts"]
         assert pending["h2"]["msg"] == f"copy {MODEL} from the controller", pending["h2"]
 
         applied = site.run("apply", args)
@@ -369,7 +368,7 @@ class OllamaSite:
     fleet: Fleet
     urls: dict[str, str]
 
-    def run(self, command: str, args: dict[str, Any], *options: str) -> subprocess.CompletedProcess[str]:
+    def run(self, command: str, args: dict[str, Any], *options: str) -> CliRun:
         task = {"name": "models", "ollama": args}
         play = {"name": "distribute", "hosts": "all", "gather_facts": False, "tasks": [task]}
         (self.root / "site.yml").write_text(yaml.safe_dump([play], sort_keys=False))
@@ -378,6 +377,6 @@ class OllamaSite:
         for name, url in self.urls.items():
             data["all"]["hosts"][name]["ollama_url"] = url
         inventory.write_text(yaml.safe_dump(data, sort_keys=False))
-        env = {**os.environ, "SPARKPROV_KNOWN_HOSTS": str(self.fleet.known_hosts_file)}
+        env = cli_env({"SPARKPROV_KNOWN_HOSTS": str(self.fleet.known_hosts_file)})
         argv = [command, "site.yml", "-i", "hosts.yml", "--forks", "5", *options]
         return sparkprov(*argv, cwd=self.root, env=env, timeout=120)

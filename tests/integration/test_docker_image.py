@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,21 +24,22 @@ from sparkprov.connection.local import LocalConnection
 from sparkprov.modules.base import ModuleFailure, TaskContext
 from sparkprov.modules.docker_image import DockerImageModule
 from sparkprov.playbook.templating import Scope
+from tests.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PENDING,
+    CliRun,
+    assert_converged,
+    assert_exit,
+    cli_env,
+    explain,
+    sparkprov,
+)
 from tests.infra.dockerd import DockerDaemon
 from tests.infra.packages import ensure_packages
 from tests.infra.process import torn_down
 from tests.infra.registry import REGISTRY_PACKAGES, Registry, free_port, manifest_digest, push_image
 from tests.infra.slots import Slot
-from tests.integration.helpers import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_PENDING,
-    assert_converged,
-    assert_exit,
-    explain,
-    json_report,
-    sparkprov,
-)
 
 pytestmark = pytest.mark.docker
 
@@ -55,19 +55,20 @@ class Site:
 
     def run(
         self, command: str, *tasks: dict[str, Any], env: dict[str, str] | None = None, text: bool = False
-    ) -> subprocess.CompletedProcess[str]:
+    ) -> CliRun:
         entries = [{"name": f"image {i}", "docker_image": args} for i, args in enumerate(tasks)]
         play = {"name": "images", "hosts": "localhost", "gather_facts": False, "tasks": entries}
         (self.root / "site.yml").write_text(yaml.safe_dump([play], sort_keys=False))
-        inherited = {k: v for k, v in os.environ.items() if k != "NGC_API_KEY"}
-        full_env = {**inherited, **self.dockerd.env, **(env or {})}
+        full_env = cli_env(self.dockerd.env)
+        full_env.pop("NGC_API_KEY", None)
+        full_env.update(env or {})
         output = () if text else ("--format", "json")
         return sparkprov(command, "site.yml", *output, cwd=self.root, env=full_env, timeout=60)
 
 
-def result(run: subprocess.CompletedProcess[str], index: int = 0) -> dict[str, Any]:
+def result(run: CliRun, index: int = 0) -> dict[str, Any]:
     """localhost's result of task `index`."""
-    task = json_report(run)["plays"][0]["tasks"][index]
+    task = run.doc["plays"][0]["tasks"][index]
     return dict(task["hosts"]["localhost"])
 
 
@@ -113,7 +114,7 @@ def pytorch(dockerd: DockerDaemon, busybox_image: str, registry: Registry) -> st
     return push_image(dockerd, busybox_image, registry, "nvidia/pytorch:25.11-py3")
 
 
-def _no_secret_in(key: str, *runs: subprocess.CompletedProcess[str]) -> None:
+def _no_secret_in(key: str, *runs: CliRun) -> None:
     for run in runs:
         output = run.stdout + run.stderr
         assert key not in output, f"the key leaked: {explain(run)}"

@@ -14,16 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration._exec_helpers import DATA, CliRun, lines, local_inventory, sparkprov, write_text
+from tests.cli import TEST_DATA, CliRun, lines, local_inventory, sparkprov, write_text
+
+DATA = TEST_DATA / "executor"
 
 Runner = Callable[..., CliRun]
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    path = tmp_path / "base"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -34,9 +29,8 @@ def run(tmp_path: Path, base: Path) -> Runner:
         command: str, playbook: str | Path, *args: str | Path, env: dict[str, str] | None = None
     ) -> CliRun:
         path = playbook if isinstance(playbook, Path) else DATA / playbook
-        return sparkprov(
-            command, path, "-e", f"base={base}", "--format", "json", *args, home=tmp_path / "home", env=env
-        )
+        options = ("-e", f"base={base}", "--format", "json", *args)
+        return sparkprov(command, path, *options, home=tmp_path / "home", extra_env=env)
 
     return _run
 

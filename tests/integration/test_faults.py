@@ -26,21 +26,21 @@ from typing import Any
 import pytest
 
 from sparkprov.executor.journal import PendingHandler, RunRecord, read_journal
+from tests.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    assert_exit,
+    cli_env,
+    explain,
+    host_stats,
+    json_report,
+)
 from tests.fakes.ollama_server import FakeOllama
 from tests.infra.dockerd import DockerDaemon
 from tests.infra.fleet import Fleet
 from tests.infra.packages import ensure_packages
 from tests.infra.process import torn_down
 from tests.infra.registry import REGISTRY_PACKAGES, Registry, push_image
-from tests.integration.helpers import (
-    EXIT_FAILED,
-    EXIT_OK,
-    REPO_ROOT,
-    assert_exit,
-    explain,
-    host_stats,
-    json_report,
-)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "faults"
 HANDLERS = DATA / "handlers.yml"
@@ -57,12 +57,6 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "state"
     monkeypatch.setenv("SPARKPROV_STATE_DIR", str(directory))
     return directory
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, "NO_COLOR": "1", **(extra or {})}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 def _argv(book: Path, variables: dict[str, Any], *options: str) -> list[str]:
@@ -84,7 +78,7 @@ def start_apply(
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         _argv(book, variables, *options),
-        env=_env(env),
+        env=cli_env(env),
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=subprocess.PIPE,

@@ -19,10 +19,10 @@ import yaml
 from sparkprov.connection import agent
 from sparkprov.connection.ssh import ENV_KNOWN_HOSTS
 from sparkprov.facts.fleet import DUPLICATE_MACHINE_ID
+from tests.cli import CliRun, sparkprov
 from tests.infra.fleet import Fleet
 from tests.infra.process import run, wait_until
 from tests.infra.slots import Slot
-from tests.integration._exec_helpers import CliRun, sparkprov
 from tests.integration.conftest import SudoUser
 
 pytestmark = [pytest.mark.fleet, pytest.mark.root]
@@ -64,7 +64,7 @@ class FleetSite:
 
     def sparkprov(self, *args: str | Path, known_hosts: Path | None = None) -> CliRun:
         known = known_hosts or self.fleet.known_hosts_file
-        return sparkprov(*args, home=self.dir / "home", env={ENV_KNOWN_HOSTS: str(known)}, timeout=300)
+        return sparkprov(*args, home=self.dir / "home", extra_env={ENV_KNOWN_HOSTS: str(known)}, timeout=300)
 
     def run(
         self,

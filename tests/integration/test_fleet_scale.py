@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import CliRun
 from tests.infra.fleet import Fleet
-from tests.integration._exec_helpers import CliRun
 from tests.integration.test_fleet import CONVERGE_TASKS, FleetSite, assert_rc, changed
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow, pytest.mark.root]

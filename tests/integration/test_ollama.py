@@ -5,56 +5,35 @@ emulator (tests/fakes/systemctl)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.fakes.ollama_server import FakeOllama
-from tests.integration.helpers import (
+from tests.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PENDING,
+    CliRun,
     assert_converged,
     assert_exit,
-    host_stats,
-    json_report,
+    cli_env,
     sparkprov,
 )
+from tests.fakes.ollama_server import FakeOllama
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 TASK = "Ollama models and settings"
 
 
 @pytest.fixture
-def ollama() -> Iterator[FakeOllama]:
-    with FakeOllama().running() as server:
-        yield server
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def env(systemctl_env: dict[str, str]) -> dict[str, str]:
     """This environment, with the systemctl emulator first on PATH and no OLLAMA_HOST of the caller's."""
-    state = tmp_path / "systemd.json"
-    unit = {
-        "LoadState": "loaded",
-        "ActiveState": "active",
-        "SubState": "running",
-        "UnitFileState": "enabled",
-        "NeedDaemonReload": "no",
-        "FragmentPath": "/usr/lib/systemd/system/ollama.service",
-    }
-    state.write_text(json.dumps({"units": {"ollama.service": unit}, "calls": []}))
-    environ = {k: v for k, v in os.environ.items() if k != "OLLAMA_HOST"}
-    path = [str(FAKES), os.path.dirname(sys.executable), environ.get("PATH", "")]
-    return {**environ, "PATH": os.pathsep.join(path), "FAKE_SYSTEMCTL_STATE": str(state)}
+    environment = cli_env(systemctl_env)
+    environment.pop("OLLAMA_HOST", None)
+    return environment
 
 
 def systemctl_calls(env: dict[str, str]) -> list[list[str]]:
@@ -69,16 +48,16 @@ def playbook(tmp_path: Path, **args: Any) -> Path:
     return path
 
 
-def run(command: str, book: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+def run(command: str, book: Path, env: dict[str, str], *extra: str) -> CliRun:
     return sparkprov(command, book, *extra, env=env, cwd=book.parent, timeout=60)
 
 
-def json_run(command: str, book: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def json_run(command: str, book: Path, env: dict[str, str]) -> CliRun:
     return run(command, book, env, "--format", "json")
 
 
-def task_result(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    task = json_report(result)["plays"][0]["tasks"][0]
+def task_result(result: CliRun) -> dict[str, Any]:
+    task = result.doc["plays"][0]["tasks"][0]
     found: dict[str, Any] = task["hosts"]["localhost"]
     return found
 
@@ -94,7 +73,7 @@ def test_pull_then_converged_with_one_tags_call(
 
     first = json_run("apply", book, env)
     assert_exit(first, EXIT_OK)
-    assert host_stats(first)["changed"] == 1
+    assert first.stats()["changed"] == 1
     result = task_result(first)
     assert result["msg"] == "pull llama3.2:latest, llama3.2:1b"
     assert result["pulled"] == ["llama3.2:latest", "llama3.2:1b"]
@@ -107,7 +86,7 @@ def test_pull_then_converged_with_one_tags_call(
     ollama.reset_requests()
     plan = json_run("plan", book, env)
     assert_exit(plan, EXIT_OK)
-    assert json_report(plan)["plan"] == []
+    assert plan.doc["plan"] == []
     assert api_calls(ollama) == [("GET", "/api/tags")]
 
 
@@ -118,7 +97,7 @@ def test_plan_shows_pulls_and_deletes_and_changes_nothing(
     book = playbook(tmp_path, url=ollama.url, models=["qwen3:8b", {"name": "llama3.1:8b", "state": "absent"}])
     plan = json_run("plan", book, env)
     assert_exit(plan, EXIT_PENDING)
-    [entry] = json_report(plan)["plan"]
+    [entry] = plan.doc["plan"]
     assert entry["change"] == "pull qwen3:8b; delete llama3.1:8b"
     assert entry["diff"][0]["before"] == "qwen3:8b: absent\nllama3.1:8b: present\n"
     assert api_calls(ollama) == [("GET", "/api/tags")]
@@ -199,7 +178,7 @@ def test_settings_restart_only_when_the_dropin_changed(
 
     plan = json_run("plan", book, env)
     assert_exit(plan, EXIT_PENDING)
-    [entry] = json_report(plan)["plan"]
+    [entry] = plan.doc["plan"]
     assert entry["change"].startswith("write override.conf + daemon-reload + restart ollama; ")
     assert not dropin.exists()
     assert [call[0] for call in systemctl_calls(env)] == ["show"], "a plan only asks systemd"
@@ -222,6 +201,6 @@ def test_settings_restart_only_when_the_dropin_changed(
     )
     plan = json_run("plan", changed, env)
     assert_exit(plan, EXIT_PENDING)
-    assert json_report(plan)["plan"][0]["change"] == "write override.conf + daemon-reload + restart ollama"
+    assert plan.doc["plan"][0]["change"] == "write override.conf + daemon-reload + restart ollama"
     assert_exit(json_run("apply", changed, env), EXIT_OK)
     assert systemctl_calls(env)[-2:] == [["daemon-reload"], ["restart", "ollama"]]

@@ -17,9 +17,9 @@ from sparkprov.connection.local import LocalConnection
 from sparkprov.playbook.templating import Scope
 from sparkprov.verify import get_step
 from sparkprov.verify.base import StepContext, StepStatus
+from tests.cli import CliRun, sparkprov, write_text
 from tests.fakes.ollama_server import DEFAULT_CATALOGUE, CatalogueModel, FakeOllama
 from tests.infra.llama_server import LlamaServer
-from tests.integration._exec_helpers import CliRun, sparkprov, write_text
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "report.json").read_text())
 MODEL = "llama3.2:3b"

@@ -11,21 +11,21 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cli import ChangeKey, CliRun, apply_twice, snapshot, sparkprov, umask
+from tests.cli import ChangeKey, CliRun, apply_twice, current_umask, run_playbook, snapshot
 
 
 def plan_unchanged(playbook: str, base: Path, extra: dict[str, Any] | None = None) -> CliRun:
     """Run plan and require that it left the tree exactly as it was."""
-    before = snapshot(base)
-    plan = sparkprov("plan", playbook, base, extra)
-    assert snapshot(base) == before, "plan changed the host"
+    before = snapshot(base, with_times=True)
+    plan = run_playbook("plan", playbook, base, extra)
+    assert snapshot(base, with_times=True) == before, "plan changed the host"
     return plan
 
 
 def plan_then_apply(playbook: str, base: Path, extra: dict[str, Any] | None = None) -> set[ChangeKey]:
     """Plan, apply, and require the plan's pending set to be the apply's changed set; return it."""
     plan = plan_unchanged(playbook, base, extra)
-    applied = sparkprov("apply", playbook, base, extra, expect_rc=0)
+    applied = run_playbook("apply", playbook, base, extra, expect_rc=0)
     assert plan.pending() == applied.changed(), (
         f"plan only: {sorted(plan.pending() - applied.changed(), key=str)}; "
         f"apply only: {sorted(applied.changed() - plan.pending(), key=str)}"
@@ -98,7 +98,7 @@ def _seed_shared(base: Path) -> None:
 
 
 def _default_attributes() -> dict[str, Any]:
-    mask = umask()
+    mask = current_umask()
     return {
         "dir_mode": f"{0o777 & ~mask:04o}",
         "file_mode": f"{0o666 & ~mask:04o}",

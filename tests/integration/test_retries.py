@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.integration.helpers import assert_exit, json_report, sparkprov
+from tests.cli import assert_exit, sparkprov
 
 PLAYBOOK = """\
 - hosts: all
@@ -30,7 +30,7 @@ def _run(tmp_path: Path, succeed_on: int, retries: int) -> tuple[dict, float]:
     result = sparkprov("apply", playbook, "--format", "json", cwd=tmp_path, timeout=60)
     elapsed = time.monotonic() - started
     assert_exit(result, 0 if succeed_on <= retries + 1 else 1)
-    return json_report(result)["plays"][0]["tasks"][0]["hosts"]["localhost"], elapsed
+    return result.doc["plays"][0]["tasks"][0]["hosts"]["localhost"], elapsed
 
 
 def test_retries_without_until_retry_a_failed_task_with_growing_delays(tmp_path: Path) -> None:

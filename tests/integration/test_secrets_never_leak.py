@@ -7,10 +7,8 @@ the secrets on purpose: that is the host's state, not output. The mask (`*******
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import REPO_ROOT
+from tests.cli import cli_env, sparkprov
 
 MASK = "********"
 SLEEP_S = 1.5  # the task during which the process list is sampled
@@ -247,10 +245,8 @@ def _write_inputs(layout: Layout, known: Secrets) -> None:
 
 def _environment(layout: Layout, known: Secrets) -> dict[str, str]:
     # State (the run journal), caches and temporary files all land under HOME and TMPDIR: scanned.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SPARKPROV_"))}
-    env.update(NGC_API_KEY=known.ngc_api_key, HOME=str(layout.home), TMPDIR=str(layout.tmpdir), NO_COLOR="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
+    env = cli_env({"NGC_API_KEY": known.ngc_api_key, "TMPDIR": str(layout.tmpdir)}, home=layout.home)
+    return {k: v for k, v in env.items() if not k.startswith(("XDG_", "SPARKPROV_"))}
 
 
 @pytest.mark.parametrize("make_secrets", SHAPES)
@@ -266,21 +262,12 @@ def test_secrets_appear_in_no_output(tmp_path: Path, make_secrets: Callable[[], 
     with watching(watch):
         for command, args, expected_rc in RUNS:
             argv = [command, "site.yml", *(a.format(reports=layout.root / "reports") for a in args)]
-            proc = subprocess.run(
-                [sys.executable, "-m", "sparkprov", *argv],
-                cwd=layout.project,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            proc = sparkprov(*argv, env=env, cwd=layout.project, timeout=120)
             label = " ".join(argv)
             for stream, text in (("stdout", proc.stdout), ("stderr", proc.stderr)):
                 leaks += [f"{label} ({stream}): {line}" for line in _leaking_lines(text, known.needles)]
             assert not leaks, "secrets leaked:\n" + "\n".join(leaks[:40])
-            assert proc.returncode == expected_rc, f"{label} -> {proc.returncode}\n{proc.stderr[-3000:]}"
+            assert proc.rc == expected_rc, f"{label} -> {proc.rc}\n{proc.stderr[-3000:]}"
             assert "Traceback" not in proc.stderr, f"{label}\n{proc.stderr[-3000:]}"
             masked += (proc.stdout + proc.stderr).count(MASK)
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from sparkprov.connection.ssh import ENV_KNOWN_HOSTS
+from tests.cli import LOCALHOST, apply_twice, run_playbook
 from tests.infra.fleet import Fleet
-from tests.integration.cli import HOST, apply_twice, sparkprov
 
 NAMES = [
     "with space",
@@ -77,7 +77,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
     hosts = yaml.safe_load(inventory.read_text())["all"]["hosts"]
     (only,) = hosts.values()
     only.pop("base_dir")
-    hosts = {HOST: {**only, "ansible_connection": "ssh"}}
+    hosts = {LOCALHOST: {**only, "ansible_connection": "ssh"}}
     inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))
     home, login = fleet.ssh(fleet.hosts[0], 'printf "%s\\n" "$HOME" "$PWD"').stdout.splitlines()
     return Target(inventory, (Path(home), Path(login)))
@@ -91,9 +91,9 @@ def test_hostile_names_and_values_are_never_interpreted(target: Target, tmp_path
     strays_before = {d / "pwned" for d in target.remote_dirs if (d / "pwned").exists()}
 
     run = apply_twice("shell_safety.yml", base, extra, cwd=cwd, inventory=target.inventory)
-    sparkprov("plan", "shell_safety.yml", base, extra, cwd=cwd, expect_rc=0, inventory=target.inventory)
+    run_playbook("plan", "shell_safety.yml", base, extra, cwd=cwd, expect_rc=0, inventory=target.inventory)
     if target.inventory is not None:  # the play really went over SSH
-        assert run.doc["round_trips"][HOST] > 0, run.doc.get("round_trips")
+        assert run.doc["round_trips"][LOCALHOST] > 0, run.doc.get("round_trips")
 
     for directory, content in EXPECTED.items():
         found = {p.name: p.read_bytes() for p in (base / directory).iterdir()}

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration._exec_helpers import clean_env, sparkprov, write_text
+from tests.cli import EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_PENDING, explain, sparkprov, write_text
 from tests.integration.conftest import SudoUser
-from tests.integration.helpers import EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_PENDING, explain
 
 TOKEN = "nb-token-5b0e2d7c"
 STARTUP = ".ipython/profile_default/startup"
@@ -134,17 +132,9 @@ _READ_ONLY_PROC_SYS = 'mount --bind /proc/sys /proc/sys && mount -o remount,bind
 def test_drop_caches_in_a_container_view_of_proc_sys_is_not_permitted(tmp_path: Path) -> None:
     """sparkprov itself runs where /proc/sys is read-only, as in an unprivileged container."""
     site = _drop_play(tmp_path)
-    argv = ["unshare", "--mount", "sh", "-c", _READ_ONLY_PROC_SYS, "sh"]
-    proc = subprocess.run(
-        [*argv, sys.executable, "-m", "sparkprov", "apply", str(site)],
-        capture_output=True,
-        text=True,
-        env=clean_env(tmp_path),
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == EXIT_FAILED, proc
+    unshare = ["unshare", "--mount", "sh", "-c", _READ_ONLY_PROC_SYS, "sh", sys.executable]
+    proc = sparkprov("apply", site, home=tmp_path, python=unshare, timeout=60)
+    assert proc.rc == EXIT_FAILED, proc
     assert (
         "not permitted: /proc/sys/vm/drop_caches is not writable here (running in a container?)"
         in proc.stdout
@@ -155,8 +145,8 @@ def test_drop_caches_in_a_container_view_of_proc_sys_is_not_permitted(tmp_path: 
 @pytest.mark.root
 def test_drop_caches_as_a_user_needs_become(sudo_user: SudoUser, shared_tmp: Path) -> None:
     without = sudo_user.sparkprov("apply", _drop_play(shared_tmp, become=False), cwd=shared_tmp)
-    assert without.returncode == EXIT_FAILED, explain(without)
+    assert without.rc == EXIT_FAILED, explain(without)
     assert "needs become: true (root)" in without.stdout
     with_become = sudo_user.sparkprov("apply", _drop_play(shared_tmp, become=True), cwd=shared_tmp)
-    assert with_become.returncode == EXIT_OK, explain(with_become)
+    assert with_become.rc == EXIT_OK, explain(with_become)
     assert "MemAvailable " in with_become.stdout

@@ -11,29 +11,21 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.cli import assert_converged, assert_exit, cli_env, sparkprov
 from tests.fakes.ollama_server import FakeOllama
 from tests.infra.registry import push_image
-from tests.integration.helpers import assert_converged, assert_exit, json_report, sparkprov
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "playbooks" / "spark.yml"
-FAKES = REPO / "tests" / "fakes"
 IMAGE_REPO = "nvidia/pytorch:25.11-py3"
-
-
-@pytest.fixture
-def ollama() -> Iterator[FakeOllama]:
-    with FakeOllama().running() as server:
-        yield server
 
 
 @pytest.fixture
@@ -51,26 +43,14 @@ def pytorch_image(dockerd, busybox_image: str, registry) -> str:  # type: ignore
 
 
 @pytest.fixture
-def spark(tmp_path: Path, dockerd, registry, ollama: FakeOllama, pytorch_image: str) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+def spark(
+    tmp_path: Path, dockerd, registry, ollama: FakeOllama, pytorch_image: str, systemctl_env: dict[str, str]
+) -> Iterator[dict]:  # type: ignore[no-untyped-def]
     home = tmp_path / "home"
     home.mkdir()
-    systemd_state = tmp_path / "systemd.json"
-    unit = {
-        "LoadState": "loaded",
-        "ActiveState": "active",
-        "SubState": "running",
-        "UnitFileState": "enabled",
-        "NeedDaemonReload": "no",
-        "FragmentPath": "/usr/lib/systemd/system/ollama.service",
-    }
-    systemd_state.write_text(json.dumps({"units": {"ollama.service": unit}, "calls": []}))
-    env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "NGC_API_KEY")}
-    env.update(dockerd.env)
-    env.update(
-        HOME=str(home),
-        PATH=os.pathsep.join([str(FAKES), os.path.dirname(sys.executable), env.get("PATH", "")]),
-        FAKE_SYSTEMCTL_STATE=str(systemd_state),
-    )
+    env = cli_env({**dockerd.env, **systemctl_env}, home=home)
+    for name in ("OLLAMA_HOST", "NGC_API_KEY"):
+        env.pop(name, None)
     extra = {
         "registry": registry.url,
         "gpu": False,
@@ -101,7 +81,7 @@ def _run(spark: dict, command: str) -> dict:
         cwd=spark["home"],
         timeout=300,
     )
-    report = json_report(result)
+    report = result.doc
     report["_result"] = result
     return report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.helpers import assert_converged, assert_exit, sparkprov
+from tests.cli import assert_converged, assert_exit, sparkprov
 
 PLAYBOOK = """\
 - hosts: all

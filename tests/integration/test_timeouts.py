@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import assert_exit, json_report, sparkprov
+from tests.cli import assert_exit, sparkprov
 
 PLAYBOOK = """\
 - hosts: all
@@ -31,11 +30,9 @@ def test_a_command_that_runs_too_long_fails_saying_what_and_how_long(
     playbook = tmp_path / "slow.yml"
     playbook.write_text(PLAYBOOK.format(timeout=task_timeout))
     started = time.monotonic()
-    result = sparkprov(
-        "apply", playbook, "--format", "json", env={**os.environ, **environment}, cwd=tmp_path, timeout=60
-    )
+    result = sparkprov("apply", playbook, "--format", "json", extra_env=environment, cwd=tmp_path, timeout=60)
     assert time.monotonic() - started < 20  # stopped, not waited for
     assert_exit(result, 1)
-    task = json_report(result)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    task = result.doc["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert task["failed"]
     assert "run: sleep 30" in task["msg"] and "did not finish within 0.5s" in task["msg"]

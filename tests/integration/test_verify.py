@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.cli import CliRun, sparkprov, write_text
 from tests.infra.dockerd import DockerDaemon
-from tests.integration._exec_helpers import CliRun, sparkprov, write_text
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "verify"
 
@@ -66,7 +66,7 @@ def run(
     base.mkdir(exist_ok=True)
     path = playbook if isinstance(playbook, Path) else DATA / playbook
     variables = json.dumps({"base": str(base), **extra})
-    return sparkprov(command, path, "-e", variables, *args, home=tmp_path / "home", env=env)
+    return sparkprov(command, path, "-e", variables, *args, home=tmp_path / "home", extra_env=env)
 
 
 def verified(out: CliRun) -> dict[str, dict[str, Any]]:

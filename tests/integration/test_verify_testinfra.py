@@ -16,7 +16,7 @@ from sparkprov.connection.base import Connection
 from sparkprov.playbook.templating import Scope
 from sparkprov.verify.base import StepContext
 from sparkprov.verify.testinfra_step import host_spec, parse_junit
-from tests.integration._exec_helpers import CliRun, sparkprov
+from tests.cli import CliRun, sparkprov
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "verify"
 FILES = ("testinfra.yml", "testinfra_checks.py")

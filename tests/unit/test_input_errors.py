@@ -12,7 +12,7 @@ import pytest
 
 from sparkprov.errors import Problem
 from sparkprov.modules import module_names
-from tests.cli_helpers import PLAYBOOK, problems, run_cli
+from tests.cli import PLAYBOOK, problems, sparkprov
 
 # Tasks appended to HEAD start on line 4 ("- name: t"); their module key is on line 5.
 HEAD = "- hosts: all\n  gather_facts: false\n  tasks:\n"
@@ -426,8 +426,8 @@ def test_apply_with_invalid_input_touches_nothing(
     tmp_path: Path, body: str, args: tuple[str, ...], expected: tuple[str, ...]
 ) -> None:
     (tmp_path / PLAYBOOK).write_text(_marker_playbook(tmp_path, body), encoding="utf-8")
-    result = run_cli(tmp_path, "apply", PLAYBOOK, *args)
-    assert result.returncode == 4, result.stderr
+    result = sparkprov("apply", PLAYBOOK, *args, cwd=tmp_path)
+    assert result.rc == 4, result.stderr
     assert result.stderr.startswith("error: invalid input (1 problem):")
     for fragment in expected:
         assert fragment in result.stderr
@@ -437,8 +437,8 @@ def test_apply_with_invalid_input_touches_nothing(
 
 def test_validate_text_names_file_line_key_and_hint(tmp_path: Path) -> None:
     (tmp_path / PLAYBOOK).write_text(BAD_ARG, encoding="utf-8")
-    result = run_cli(tmp_path, "validate", PLAYBOOK)
-    assert result.returncode == 4
+    result = sparkprov("validate", PLAYBOOK, cwd=tmp_path)
+    assert result.rc == 4
     assert result.stdout == ""
     assert f"{PLAYBOOK}:5:14: unknown key 'dset' in module 'copy' of task 't'" in result.stderr
     assert "hint: did you mean 'dest'?" in result.stderr
@@ -447,8 +447,8 @@ def test_validate_text_names_file_line_key_and_hint(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["validate", "plan", "apply"])
 def test_json_format_prints_one_document_with_exit_code_4(tmp_path: Path, command: str) -> None:
     (tmp_path / PLAYBOOK).write_text(BAD_ARG, encoding="utf-8")
-    result = run_cli(tmp_path, command, PLAYBOOK, "--format", "json")
-    assert result.returncode == 4
+    result = sparkprov(command, PLAYBOOK, "--format", "json", cwd=tmp_path)
+    assert result.rc == 4
     document = json.loads(result.stdout)  # exactly one document: json.loads refuses trailing data
     assert document["exit_code"] == 4
     assert document["error"] == "invalid input"
@@ -474,7 +474,7 @@ def test_json_format_prints_one_document_with_exit_code_4(tmp_path: Path, comman
     ],
 )
 def test_usage_errors_exit_4(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
-    result = run_cli(tmp_path, *args)
-    assert result.returncode == 4, result.stderr
+    result = sparkprov(*args, cwd=tmp_path)
+    assert result.rc == 4, result.stderr
     assert expected in result.stderr
     assert "Usage: sparkprov" in result.stderr

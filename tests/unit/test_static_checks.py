@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sparkprov.playbook.static import unguarded_names
-from tests.cli_helpers import PLAYBOOK, prepare, problems
+from tests.cli import PLAYBOOK, prepare, problems
 
 HEAD = "- name: web\n  hosts: all\n  gather_facts: false\n  vars:\n    dest_dir: /srv\n  tasks:\n"
 TEMPLATE = "templates/app.conf.j2"

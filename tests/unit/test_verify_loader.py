@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import prepare, problems
+from tests.cli import prepare, problems
 
 # Entries appended to HEAD start on line 4 ("- name: ..."); their step key is on line 5.
 HEAD = "- hosts: all\n  gather_facts: false\n  vars: {wanted: 1}\n  verify:\n"
