@@ -75,6 +75,7 @@ CHUNK = 32 * 1024
 IDLE_WAIT_S = 1.0  # longest sleep between checks while a command runs
 SEND_WAIT_S = 0.01  # poll interval while stdin waits for the remote to open its window
 PID_MARKER = b"sparkprov-pid:"
+PID_WAIT_S = 2.0  # for a command to be stopped: how long its shell may take to say its pid
 PID_SEARCH_BYTES = 4096
 
 OnLine = Callable[[str], None]
@@ -291,16 +292,14 @@ class SSHConnection(Connection):
         pump = _SourcePump(channel, deadline)
         try:
             channel.exec_command(command)
-            pump.feed(preamble, chunks_of(source), on_progress)
+            pump.feed(preamble or b"", chunks_of(source), on_progress)
             out, err = pump.run()
             rc = _exit_status(channel, deadline)
         except _DeadlinePassed:
-            channel.close()
-            self._kill_process_group(pump.pid)
+            self._stop(channel, pump)
             raise CommandTimeout(f"command {argv[0]!r}", timeout or 0) from None
         except _SourceError as exc:
-            channel.close()  # the command sees its input end early, and is stopped besides
-            self._kill_process_group(pump.pid)
+            self._stop(channel, pump)
             raise exc.original from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._connection_lost(exc) from None
@@ -318,26 +317,25 @@ class SSHConnection(Connection):
         env: dict[str, str] | None = None,
     ) -> Iterator[bytes]:
         """The command's stdout in chunks as they arrive (see `Connection.stream_output`)."""
-        command, preamble = self._command_line(argv, become=become, cwd=cwd, env=env)
+        command, preamble = self._command_line(argv, become=become, cwd=cwd, env=env, has_input=False)
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         channel = self._open_channel()
         reader = _OutputReader(channel, deadline)
         try:
             channel.exec_command(command)
-            reader.feed(preamble, iter(()), None)
+            if preamble is not None:
+                reader.feed(preamble, iter(()), None)
             yield from reader.chunks()
             rc = _exit_status(channel, deadline)
             reader.drain_stderr()
         except _DeadlinePassed:
-            channel.close()
-            self._kill_process_group(reader.pid)
+            self._stop(channel, reader)
             raise CommandTimeout(f"command {argv[0]!r}", timeout or 0) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._connection_lost(exc) from None
         except GeneratorExit:  # the consumer stopped early: so does the command
-            channel.close()
-            self._kill_process_group(reader.pid)
+            self._stop(channel, reader)
             raise
         finally:
             channel.close()
@@ -396,18 +394,17 @@ class SSHConnection(Connection):
     ) -> CommandResult:
         if not argv:
             raise ValueError("run needs a command (argv is empty)")
-        command, preamble = self._command_line(argv, become=become, cwd=cwd, env=env)
+        command, preamble = self._command_line(argv, become=become, cwd=cwd, env=env, has_input=bool(stdin))
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         channel = self._open_channel()
-        pump = _Pump(channel, preamble + (stdin or b""), deadline, on_line)
+        pump = _Pump(channel, None if preamble is None else preamble + (stdin or b""), deadline, on_line)
         try:
             channel.exec_command(command)
             out, err = pump.run()
             rc = _exit_status(channel, deadline)
         except _DeadlinePassed:
-            channel.close()
-            self._kill_process_group(pump.pid)
+            self._stop(channel, pump)
             raise CommandTimeout(f"command {argv[0]!r}", timeout or 0) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._connection_lost(exc) from None
@@ -416,10 +413,19 @@ class SSHConnection(Connection):
         return self._finished(argv, rc, out, err, started, become)
 
     def _command_line(
-        self, argv: list[str], *, become: Become | None, cwd: str | None, env: dict[str, str] | None
-    ) -> tuple[str, bytes]:
+        self,
+        argv: list[str],
+        *,
+        become: Become | None,
+        cwd: str | None,
+        env: dict[str, str] | None,
+        has_input: bool = True,
+    ) -> tuple[str, bytes | None]:
         """The remote shell command and what goes on stdin before the caller's input: the sudo
-        password line, then the environment as one JSON line (read by `ENV_FROM_STDIN`)."""
+        password line, then the environment as one JSON line (read by `ENV_FROM_STDIN`). None when
+        nothing goes on stdin (`has_input` false and no preamble): the command reads /dev/null and the
+        channel is never sent an EOF, which paramiko can send after the channel closed when the
+        command ends at once, and sshd then drops the whole connection (paramiko issue 1705)."""
         full = list(argv)
         preamble = b""
         if env:
@@ -434,12 +440,22 @@ class SSHConnection(Connection):
         steps = [f"echo {PID_MARKER.decode()}$$ >&2"]
         if cwd:  # as the login user, then sudo (like the local connection's cwd)
             steps.append(f"cd -- {shlex.quote(cwd)} || exit 127")
+        if not has_input and not preamble:
+            steps.append(f"exec {shlex.join(full)} </dev/null")
+            return "; ".join(steps), None
         steps.append(f"exec {shlex.join(full)}")
         return "; ".join(steps), preamble
 
+    def _stop(self, channel: paramiko.Channel, pump: _Pump) -> None:
+        """Stop a command that timed out or whose input failed: kill it, then close its channel. The
+        other way round, the command would first see its input end cleanly, and could act on a cut-off
+        stream (`cat > file && mv file ...`) before the kill arrives."""
+        self._kill_process_group(pump.wait_for_pid(PID_WAIT_S))
+        channel.close()
+
     def _kill_process_group(self, pid: int | None) -> None:
-        """Best effort, after a timeout: SIGKILL the command's process group on the host, so that it
-        does not go on running (commands under sudo as a non-root login may survive it)."""
+        """Best effort: SIGKILL the command's process group on the host, so that it does not go on
+        running (commands under sudo as a non-root login may survive it)."""
         if pid is None:
             return
         group = ["kill", "-s", "KILL", "--", f"-{pid}"]
@@ -706,10 +722,11 @@ class _Pump:
     waits for the other (a command writing much before reading all its input cannot deadlock)."""
 
     def __init__(
-        self, channel: paramiko.Channel, stdin: bytes, deadline: float | None, on_line: OnLine | None
+        self, channel: paramiko.Channel, stdin: bytes | None, deadline: float | None, on_line: OnLine | None
     ) -> None:
         self.channel = channel
-        self.pending = memoryview(stdin)
+        self.sends_input = stdin is not None  # else the command reads /dev/null: no EOF to send
+        self.pending = memoryview(stdin or b"")
         self.deadline = deadline
         self.lines = _LineSplitter(on_line) if on_line else None
         self.out = bytearray()
@@ -720,7 +737,7 @@ class _Pump:
     def run(self) -> tuple[bytes, bytes]:
         channel = self.channel
         channel.setblocking(False)
-        if not self.pending:
+        if self.sends_input and not self.pending:
             channel.shutdown_write()
         while True:
             self._send()
@@ -768,6 +785,16 @@ class _Pump:
         if received and self._looking_for_pid:
             self._take_pid()
         return received
+
+    def wait_for_pid(self, timeout: float) -> int | None:
+        """The command's pid, reading what it prints until its shell has announced it (`timeout` at most)."""
+        give_up = time.monotonic() + timeout
+        while self.pid is None and self._looking_for_pid and not self.channel.closed:
+            if time.monotonic() > give_up:
+                break
+            if not self._receive():
+                select.select([self.channel], [], [], 0.05)
+        return self.pid
 
     def _take_pid(self) -> None:
         """Remove the shell's pid announcement from stderr, once it is there."""

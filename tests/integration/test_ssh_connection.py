@@ -154,6 +154,11 @@ def test_stdin_env_cwd_and_exit_codes(fleet: Fleet, open_ssh: Connect, tmp_path:
     failed = conn.run(["sh", "-c", "echo oops >&2; exit 3"])
     assert failed.stderr == "oops\n"  # the shell's pid announcement is not part of stderr
     assert conn.run(["no-such-command-xyz"]).rc == 127
+    # A command given no input reads /dev/null and its channel gets no EOF (paramiko could send that
+    # EOF after the channel closed, and sshd would drop the connection).
+    command, preamble = conn._command_line(["cat"], become=None, cwd=None, env=None, has_input=False)
+    assert command.endswith("exec cat </dev/null") and preamble is None
+    assert conn.run(["cat"], timeout=10).stdout == ""
 
 
 def test_big_outputs_and_input_do_not_deadlock(fleet: Fleet, open_ssh: Connect) -> None:
