@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-_SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE_KEY)", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE_KEY|_PASS$)", re.IGNORECASE)
 
 
 # `jupyter_token_env: JUPYTER_TOKEN` names where a secret is, it is not one.

@@ -18,7 +18,11 @@ def connect(
     """Open the connection an inventory host asks for (`ansible_connection`): `local`, or `ssh`
     (also Ansible's `paramiko`/`smart`). SSH connects lazily, on the first command.
     `accept_new_hostkeys` records unknown SSH host keys in known_hosts (`--accept-new-hostkeys`);
-    `credentials` default to the environment's."""
+    `credentials` default to the environment's; the host's inventory passwords win over them."""
+    from sparkprov.connection.credentials import Credentials
+
+    host_vars = host.inventory.host_vars(host) if host.inventory is not None else host.vars
+    credentials = (credentials or Credentials.from_environment()).for_host(host_vars)
     kind = host.connection
     if kind == "local":
         from sparkprov.connection.local import LocalConnection

@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sparkprov.connection.base import BecomeFailed, CommandResult
 
 ENV_PASSWORD = "SPARKPROV_SSH_PASSWORD"
 ENV_KEY_PASSPHRASE = "SPARKPROV_SSH_KEY_PASSPHRASE"
 ENV_BECOME_PASSWORD = "SPARKPROV_BECOME_PASSWORD"
+# Ansible's inventory variables for the same passwords (a host's own win over the run's).
+HOST_SSH_PASSWORD_VARS = ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password")
+HOST_BECOME_PASSWORD_VARS = ("ansible_become_password", "ansible_become_pass")
 # How a user gives each password (for hints).
 ASK_PASSWORD = f"pass -k (--ask-pass) or set {ENV_PASSWORD}"
 ASK_BECOME_PASSWORD = f"pass -K (--ask-become-pass) or set {ENV_BECOME_PASSWORD}"
@@ -41,6 +45,19 @@ class Credentials:
             ssh_password_source=f"${ENV_PASSWORD}",
             become_password_source=f"${ENV_BECOME_PASSWORD}",
         )
+
+    def for_host(self, host_vars: Mapping[str, Any]) -> Credentials:
+        """These credentials, with the passwords the host's inventory variables set instead."""
+        found = self
+        for name in HOST_SSH_PASSWORD_VARS:
+            if host_vars.get(name):
+                found = replace(found, ssh_password=str(host_vars[name]), ssh_password_source=name)
+                break
+        for name in HOST_BECOME_PASSWORD_VARS:
+            if host_vars.get(name):
+                found = replace(found, become_password=str(host_vars[name]), become_password_source=name)
+                break
+        return found
 
     def secrets(self) -> list[str]:
         """The values set, for the output masker."""

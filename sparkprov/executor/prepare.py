@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sparkprov.connection.credentials import HOST_BECOME_PASSWORD_VARS, HOST_SSH_PASSWORD_VARS
 from sparkprov.errors import InputError, Place, Problem
 from sparkprov.facts.host import ANSIBLE_FACT_NAMES
 from sparkprov.inventory import Inventory, implicit_localhost, load_inventory, load_vars_dirs
@@ -53,6 +54,7 @@ def load_inputs(
             f"host pattern '{limit}' matches no host in {inventory.source}",
             hint=f"hosts: {', '.join(inventory.hosts) or '(none)'}; groups: {', '.join(inventory.groups)}",
         )
+    problems.extend(_templated_passwords(inventory))
     play_vars_files = [_vars_files(play, playbook, extra_vars, problems) for play in playbook.plays]
     problems.extend(
         StaticChecker(
@@ -75,6 +77,25 @@ def _external_vars(
             found.setdefault(key, (value, places[key]))
     found.update((key, (value, Place(where))) for key, (value, where) in extra_vars.items())
     return found
+
+
+def _templated_passwords(inventory: Inventory) -> list[Problem]:
+    """Connection passwords in the inventory are used as written: a template in one is an input error
+    (it would be sent to the host as the password)."""
+    found: dict[tuple[str, Place], Problem] = {}
+    for host in inventory.hosts.values():
+        values, places = inventory.host_vars(host), inventory.host_var_places(host)
+        for name in (*HOST_SSH_PASSWORD_VARS, *HOST_BECOME_PASSWORD_VARS):
+            value = values.get(name)
+            if isinstance(value, str) and ("{{" in value or "{%" in value):
+                found[(name, places[name])] = Problem(
+                    places[name],
+                    f"'{name}' is used as written: templates in connection passwords are not supported",
+                    key=name,
+                    hint="write the password out, or give it with -k/-K or SPARKPROV_SSH_PASSWORD/"
+                    "SPARKPROV_BECOME_PASSWORD",
+                )
+    return list(found.values())
 
 
 def _extra_origins(extra: tuple[str, ...]) -> dict[str, tuple[Any, str]]:

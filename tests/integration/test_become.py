@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cli import (
     EXIT_FAILED,
@@ -213,6 +214,22 @@ def test_become_with_a_sudo_password_from_the_environment(sudo_user: SudoUser, s
         assert SUDO_PASSWORD not in done.stdout + done.stderr
         _assert_owned(locked / "who", "root", 0o600, "root\n")
         assert_converged(right.sparkprov(*args, "--format", "json", cwd=shared_tmp))
+
+
+def test_become_with_the_password_an_ansible_inventory_sets(sudo_user: SudoUser, shared_tmp: Path) -> None:
+    locked = _locked_dir(shared_tmp)
+    playbook = _write(shared_tmp, _play("sudo asks for a password", BECOME_TASKS))
+    inventory = shared_tmp / "inventory.yml"
+    host_vars = {"ansible_connection": "local", "ansible_become_pass": SUDO_PASSWORD}
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host_vars}}}))
+    inventory.chmod(0o644)
+    with sudo_user.with_sudo_password(SUDO_PASSWORD):
+        done = sudo_user.sparkprov(
+            "apply", playbook, "-i", inventory, "-e", f"locked={locked}", cwd=shared_tmp
+        )
+    assert_exit(done, EXIT_OK)
+    assert SUDO_PASSWORD not in done.stdout + done.stderr
+    _assert_owned(locked / "who", "root", 0o600, "root\n")
 
 
 def test_ask_become_pass_asks_on_the_terminal(sudo_user: SudoUser, shared_tmp: Path) -> None:

@@ -3,7 +3,10 @@ repr, and sudo given the become password on stdin only when the target user need
 
 from __future__ import annotations
 
+import pytest
+
 from sparkprov.connection.credentials import Credentials, Sudo
+from sparkprov.secrets import is_secret_name
 
 ENVIRONMENT = {
     "SPARKPROV_SSH_PASSWORD": "login-pw",
@@ -46,3 +49,24 @@ def test_sudo_sends_the_password_first_on_stdin_only_to_users_that_need_it() -> 
     assert sudo.prefix("nobody") == (["sudo", "-n", "-H", "-u", "nobody", "--"], b"")
     sudo.prefix("root")
     assert probed == ["root", "nobody"]  # once per user
+
+
+def test_a_hosts_inventory_passwords_win_and_are_named_as_the_source() -> None:
+    run = Credentials.from_environment(ENVIRONMENT)
+    host = run.for_host({"ansible_become_pass": "host-sudo", "ansible_ssh_pass": "host-login", "x": 1})
+    assert (host.become_password, host.become_password_source) == ("host-sudo", "ansible_become_pass")
+    assert (host.ssh_password, host.ssh_password_source) == ("host-login", "ansible_ssh_pass")
+    assert run.for_host({"ansible_password": ""}) == run  # an empty one changes nothing
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("ansible_become_pass", True),
+        ("ansible_ssh_pass", True),
+        ("ansible_password", True),
+        ("bypass", False),
+    ],
+)
+def test_ansibles_password_variables_are_secret_names(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret
