@@ -50,6 +50,22 @@ ENV_FROM_STDIN = (
 KEPT_OUTPUT_BYTES = 1024 * 1024
 
 
+def command_with_preamble(
+    argv: list[str], env: dict[str, str] | None, sudo: tuple[list[str], bytes] | None
+) -> tuple[list[str], bytes]:
+    """argv reading its environment from stdin (`ENV_FROM_STDIN`) and run under `sudo` (its argv
+    prefix and password line, from `Sudo.prefix`), and what stdin must start with: the password
+    line, then the environment as one JSON line. Secrets stay out of argv either way."""
+    full, preamble = list(argv), b""
+    if env:
+        full = ["python3", "-c", ENV_FROM_STDIN, *full]
+        preamble = json.dumps(env).encode("utf-8") + b"\n"
+    if sudo is not None:
+        prefix, password_line = sudo
+        full, preamble = prefix + full, password_line + preamble
+    return full, preamble
+
+
 def _passwordless(user: str) -> bool:
     """Whether sudo runs commands as `user` without asking for a password (its own session: no tty)."""
     probe = subprocess.run(
@@ -93,12 +109,8 @@ class LocalConnection(Connection):
                 f"become to '{become.user}' needs sudo, which is not installed on {self.host_name}; "
                 "install sudo or run sparkprov as that user"
             )
-        full, preamble = list(argv), b""
-        if env:
-            full = ["python3", "-c", ENV_FROM_STDIN, *full]
-            preamble = json.dumps(env).encode("utf-8") + b"\n"
-        prefix, password_line = self._sudo.prefix(become.user)
-        return prefix + full, password_line + preamble, None
+        full, preamble = command_with_preamble(argv, env, self._sudo.prefix(become.user))
+        return full, preamble, None
 
     def run(
         self,

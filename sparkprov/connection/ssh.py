@@ -57,7 +57,7 @@ from sparkprov.connection.credentials import (
     Sudo,
     check_sudo,
 )
-from sparkprov.connection.local import AGENT_SOURCE, ENV_FROM_STDIN
+from sparkprov.connection.local import AGENT_SOURCE, command_with_preamble
 
 if TYPE_CHECKING:
     from sparkprov.inventory import Host
@@ -426,15 +426,8 @@ class SSHConnection(Connection):
         nothing goes on stdin (`has_input` false and no preamble): the command reads /dev/null and the
         channel is never sent an EOF, which paramiko can send after the channel closed when the
         command ends at once, and sshd then drops the whole connection (paramiko issue 1705)."""
-        full = list(argv)
-        preamble = b""
-        if env:
-            full = ["python3", "-c", ENV_FROM_STDIN, *full]
-            preamble = json.dumps(env).encode("utf-8") + b"\n"
-        if become is not None and self._needs_sudo(become):
-            prefix, password_line = self._sudo.prefix(become.user)
-            full = prefix + full
-            preamble = password_line + preamble
+        sudo = self._sudo.prefix(become.user) if become is not None and self._needs_sudo(become) else None
+        full, preamble = command_with_preamble(argv, env, sudo)
         # The shell announces its pid (sshd starts it with setsid, so it is also the command's
         # process group) on stderr, then becomes the command; a timed-out command is killed by it.
         steps = [f"echo {PID_MARKER.decode()}$$ >&2"]
