@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import sparkprov
-from tests.cli import TEST_DATA, CliRun, write_text
+from tests.cli import TEST_DATA, CliRun, cli_env, write_text
 from tests.cli import sparkprov as run_sparkprov
 
 Cli = Callable[..., CliRun]
@@ -318,3 +320,20 @@ def test_diff_on_apply_prints_a_unified_diff(cli: Cli, base: Path) -> None:
     assert "-hello world" in out.stdout
     assert "+hello there" in out.stdout
     assert path.read_text() == "hello there\n"
+
+
+@pytest.mark.parametrize("command", [["apply", str(SIMPLE), "-K"], ["facts", "-k"]])
+def test_input_is_checked_before_a_password_is_asked_for(home: Path, command: list[str]) -> None:
+    argv = [sys.executable, "-m", "sparkprov", *command, "-l", "nope"]
+    # Its own session, so no terminal to ask on: the input error must come first anyway.
+    result = subprocess.run(
+        argv,
+        env=cli_env(home=home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=60,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "no host" in result.stderr and "asks on a terminal" not in result.stderr, result.stderr

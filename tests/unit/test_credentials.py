@@ -3,9 +3,12 @@ repr, and sudo given the become password on stdin only when the target user need
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from sparkprov.connection.credentials import Credentials, Sudo
+from sparkprov.connection.base import BecomeFailed, CommandResult
+from sparkprov.connection.credentials import Credentials, Sudo, check_sudo
 from sparkprov.secrets import is_secret_name
 
 ENVIRONMENT = {
@@ -70,3 +73,24 @@ def test_a_hosts_inventory_passwords_win_and_are_named_as_the_source() -> None:
 )
 def test_ansibles_password_variables_are_secret_names(name: str, secret: bool) -> None:
     assert is_secret_name(name) is secret
+
+
+@pytest.mark.parametrize(
+    ("stderr", "fix"),
+    [
+        ("sudo: a password is required\n", "pass -K (--ask-become-pass) or set SPARKPROV_BECOME_PASSWORD"),
+        ("Sorry, try again.\nsudo: 1 incorrect password attempt\n", "rejected the password from -K"),
+        ("sudo: unknown user nosuch\n", "there is no user 'nosuch' on h1"),
+        ("spark is not in the sudoers file.\n", "spark may not sudo to 'nosuch' on h1 (sudoers)"),
+    ],
+)
+def test_a_sudo_refusal_says_what_to_fix(stderr: str, fix: str) -> None:
+    refused = CommandResult(("sudo",), 1, "", stderr, 0.1)
+    credentials = Credentials(become_password_source="-K")
+    with pytest.raises(BecomeFailed, match=re.escape(fix)):
+        check_sudo(refused, user="nosuch", login="spark", host="h1", credentials=credentials)
+
+
+def test_a_command_that_ran_and_failed_is_not_a_sudo_refusal() -> None:
+    failed = CommandResult(("false",), 1, "", "sudo: this line came from the command\n", 0.1)
+    check_sudo(failed, user="root", login="spark", host="h1", credentials=Credentials())
